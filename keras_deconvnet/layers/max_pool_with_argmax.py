@@ -1,0 +1,99 @@
+"""Max pooling that also returns its switches, built only from TFLite builtin ops.
+
+`tf.nn.max_pool_with_argmax` has no TFLite builtin, no XLA kernel on every device, and
+its flat int64 indices differ between CPU and GPU. This layer instead returns the
+switches as a one-hot mask over the input, computed from SPACE_TO_DEPTH, MAXIMUM,
+EQUAL, CAST, MUL and DEPTH_TO_SPACE, which convert to TFLite builtins that the GPU
+delegate accepts, and which `Unpool` turns back into exact argmax unpooling.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from keras_deconvnet.layers import window_ops
+
+
+@keras.saving.register_keras_serializable(package="keras_deconvnet")
+class MaxPoolWithArgmax(keras.layers.Layer):
+    """2D max pooling over non-overlapping windows that also returns the switches.
+
+    The switches are a mask with the input's shape and dtype: 1 at the position that
+    each window's maximum came from and 0 elsewhere. Exactly one switch is set per
+    window; when several values in a window tie for the maximum (all-zero windows after
+    ReLU, repeated values after quantization) the first in row-major window order wins,
+    which is what `tf.nn.max_pool_with_argmax` picks. Feed the switches to
+    `keras_deconvnet.layers.Unpool` to place values back where they came from.
+
+    Args:
+        pool_size: int, the window size and stride (windows do not overlap).
+            Defaults to `2`.
+        padding: `"same"` or `"valid"`. With `"same"` (default, Caffe's ceil mode,
+            as the paper's network used) odd heights and widths get a partial last
+            window, so the pooled size is `ceil(size / pool_size)`; with `"valid"`
+            the remainder rows and columns are dropped (their switches are 0).
+        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+
+    Input shape:
+        4D tensor `(batch_size, height, width, channels)`; batch, height and width
+        may be unknown, channels must be known.
+
+    Output shape:
+        A list `[pooled, switches]`: `pooled` is
+        `(batch_size, pooled_height, pooled_width, channels)`, `switches` has the
+        input's shape.
+
+    Example:
+
+    >>> import numpy as np
+    >>> x = np.array([[1., 3.], [3., 2.]]).reshape(1, 2, 2, 1)
+    >>> pooled, switches = MaxPoolWithArgmax()(x)
+    >>> float(pooled[0, 0, 0, 0])
+    3.0
+    >>> switches[0, :, :, 0].numpy().tolist()  # the first of the two 3s
+    [[0.0, 1.0], [0.0, 0.0]]
+    """
+
+    def __init__(self, pool_size: int = 2, padding: str = "same", **kwargs):
+        super().__init__(**kwargs)
+        self.pool_size = window_ops.validate_pool_size(pool_size)
+        self.padding = window_ops.validate_padding(padding)
+        self.input_spec = keras.layers.InputSpec(ndim=4)
+        self.built = True
+
+    def call(self, inputs):
+        size = window_ops.spatial_size(inputs)
+        windows = window_ops.to_windows(inputs, self.pool_size, self.padding)
+        pooled = windows[0]
+        for window in windows[1:]:
+            pooled = tf.maximum(pooled, window)
+        # One switch per window, the first maximum in window order: a running product
+        # of "no earlier position was the maximum" keeps the later ties at 0.
+        switches = []
+        not_taken = None
+        for window in windows:
+            is_max = tf.cast(tf.equal(window, pooled), pooled.dtype)
+            if not_taken is None:
+                switches.append(is_max)
+                not_taken = 1.0 - is_max
+            else:
+                switches.append(is_max * not_taken)
+                not_taken = not_taken * (1.0 - is_max)
+        switches = window_ops.from_windows(switches, self.pool_size, size)
+        return [pooled, tf.stop_gradient(switches)]
+
+    def compute_output_shape(self, input_shape):
+        batch, height, width, channels = input_shape
+        pooled_shape = (
+            batch,
+            window_ops.pooled_dim(height, self.pool_size, self.padding),
+            window_ops.pooled_dim(width, self.pool_size, self.padding),
+            channels,
+        )
+        return [pooled_shape, tuple(input_shape)]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"pool_size": self.pool_size, "padding": self.padding})
+        return config

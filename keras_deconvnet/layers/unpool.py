@@ -1,0 +1,89 @@
+"""Unpooling with the switches of `MaxPoolWithArgmax` (DeconvNet's "unpooling")."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from keras_deconvnet.layers import window_ops
+
+
+@keras.saving.register_keras_serializable(package="keras_deconvnet")
+class Unpool(keras.layers.Layer):
+    """Places each value at its pooling switch and zeros elsewhere.
+
+    The output has the spatial size of the tensor that was pooled (odd sizes
+    included), so `Unpool()(y, switches)` equals scattering `y` to the indices of
+    `tf.nn.max_pool_with_argmax`: a sparse, enlarged map that the following
+    (de)convolutions densify. It is computed as a nearest-neighbour enlargement of `y`
+    (CONCATENATION + DEPTH_TO_SPACE) multiplied by the switch mask, so it converts
+    to TFLite builtins. Gradients flow to `y` at the switch positions only, as with
+    the scatter; the switches get none.
+
+    Args:
+        pool_size: int, the `pool_size` of the `MaxPoolWithArgmax` that made the
+            switches. Defaults to `2`.
+        **kwargs: base layer keyword arguments, such as `name` and `dtype`.
+
+    Call arguments:
+        inputs: the values to unpool, `(batch, pooled_height, pooled_width, channels)`.
+        switches: the switch mask from `MaxPoolWithArgmax`,
+            `(batch, height, width, channels)`.
+
+    Output shape:
+        The shape of `switches`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> x = np.array([[1., 3.], [3., 2.]]).reshape(1, 2, 2, 1)
+    >>> pooled, switches = MaxPoolWithArgmax()(x)
+    >>> Unpool()(pooled * 10, switches)[0, :, :, 0].numpy().tolist()
+    [[0.0, 30.0], [0.0, 0.0]]
+    """
+
+    def __init__(self, pool_size: int = 2, **kwargs):
+        super().__init__(**kwargs)
+        self.pool_size = window_ops.validate_pool_size(pool_size)
+        self.input_spec = keras.layers.InputSpec(ndim=4)
+        self.built = True
+
+    def call(self, inputs, switches):
+        self._check_shapes(inputs.shape, switches.shape)
+        switches = tf.cast(switches, inputs.dtype)
+        enlarged = window_ops.from_windows(
+            [inputs] * (self.pool_size**2),
+            self.pool_size,
+            window_ops.spatial_size(switches),
+        )
+        return enlarged * switches
+
+    def _check_shapes(self, inputs_shape, switches_shape):
+        if inputs_shape[-1] is not None and switches_shape[-1] is not None:
+            if inputs_shape[-1] != switches_shape[-1]:
+                raise ValueError(
+                    "`Unpool` needs as many channels in its inputs as in the switches. "
+                    f"Received: inputs.shape={tuple(inputs_shape)}, "
+                    f"switches.shape={tuple(switches_shape)}"
+                )
+        for axis in (1, 2):
+            pooled, full = inputs_shape[axis], switches_shape[axis]
+            if pooled is None or full is None:
+                continue
+            smallest = (pooled - 1) * self.pool_size + 1
+            largest = pooled * self.pool_size + self.pool_size - 1
+            if not smallest <= full <= largest:
+                raise ValueError(
+                    "`Unpool` inputs do not come from pooling a tensor of the switches' "
+                    f"size with pool_size={self.pool_size}. Received: "
+                    f"inputs.shape={tuple(inputs_shape)}, "
+                    f"switches.shape={tuple(switches_shape)}"
+                )
+
+    def compute_output_shape(self, inputs_shape, switches_shape):
+        return tuple(switches_shape[:3]) + (inputs_shape[-1],)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"pool_size": self.pool_size})
+        return config

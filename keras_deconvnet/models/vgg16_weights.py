@@ -1,0 +1,133 @@
+"""Initialises a DeconvNet encoder from Keras's ImageNet VGG16 weights file, offline.
+
+The paper initialises the encoder (and fc6/fc7, as convolutions) from VGG16 trained on
+ImageNet. Keras publishes those weights as `.h5` files that `keras.applications.VGG16`
+caches under `~/.keras/models/`; this module reads such a file from disk and never
+downloads.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import h5py
+import keras
+import numpy as np
+
+NOTOP_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
+TOP_FILE = "vgg16_weights_tf_dim_ordering_tf_kernels.h5"
+
+
+def default_weights_dir() -> Path:
+    """Where Keras caches downloaded weights (`$KERAS_HOME/models`)."""
+    keras_home = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
+    return Path(keras_home) / "models"
+
+
+def resolve_weights_path(weights: str | os.PathLike) -> Path:
+    """A path to a VGG16 weights file; `"imagenet"` means Keras's cached file."""
+    if str(weights) == "imagenet":
+        for name in (TOP_FILE, NOTOP_FILE):
+            candidate = default_weights_dir() / name
+            if candidate.is_file():
+                return candidate
+        raise FileNotFoundError(
+            f"No ImageNet VGG16 weights in {default_weights_dir()} (looked for {TOP_FILE} "
+            f"and {NOTOP_FILE}). keras_deconvnet never downloads at run time: on a "
+            "machine with internet run `keras.applications.VGG16(weights='imagenet', "
+            "include_top=False)` once, and copy the file from ~/.keras/models/ here, "
+            "or pass its path."
+        )
+    path = Path(weights)
+    if not path.is_file():
+        raise FileNotFoundError(f"VGG16 weights file not found: {path}")
+    return path
+
+
+def _read_vgg16(path: Path) -> dict[str, list[np.ndarray]]:
+    """Weights by layer name, read by Keras's own VGG16 loader."""
+    try:
+        with h5py.File(path, "r") as f:
+            layer_names = {
+                name.decode() if isinstance(name, bytes) else name
+                for name in f.attrs.get("layer_names", [])
+            }
+    except OSError as e:
+        raise ValueError(f"{path} is not a readable HDF5 weights file: {e}") from None
+    if "block1_conv1" not in layer_names:
+        raise ValueError(
+            f"{path} does not look like a Keras VGG16 weights file (no layer "
+            f"'block1_conv1'; found {sorted(layer_names)[:6]})."
+        )
+    include_top = "fc1" in layer_names
+    vgg = keras.applications.VGG16(
+        include_top=include_top,
+        weights=None,
+        input_shape=(224, 224, 3) if include_top else None,
+    )
+    vgg.load_weights(str(path))
+    return {layer.name: layer.get_weights() for layer in vgg.layers if layer.weights}
+
+
+def load_vgg16_weights(
+    model: keras.Model, weights: str | os.PathLike = "imagenet", load_fc: bool = True
+) -> list[str]:
+    """Copies VGG16 weights into a DeconvNet's encoder (and fc6/fc7 when present).
+
+    Encoder layers are matched by name (`block1_conv1` ... `block5_conv3`). When the
+    file has VGG16's classifier (`fc1`, `fc2`), fc6 and fc7 are initialised from it,
+    reshaped to 7x7 and 1x1 convolutions, as the paper did. The decoder is left as
+    initialised.
+
+    Args:
+        model: a `DeconvNet` whose encoder has VGG16's block structure.
+        weights: `"imagenet"` (Keras's cached file under `~/.keras/models/`) or a
+            path to a VGG16 `.h5` weights file (with or without top).
+        load_fc: bool, also initialise fc6/fc7 when the file has them. Defaults to
+            `True`.
+
+    Returns:
+        The names of the layers that were initialised.
+
+    Example:
+
+    >>> model = DeconvNet.from_preset("deconvnet_vgg16_voc")  # doctest: +SKIP
+    >>> load_vgg16_weights(model, "vgg16_notop.h5")  # doctest: +SKIP
+    ['block1_conv1', ..., 'block5_conv3']
+    """
+    path = resolve_weights_path(weights)
+    source = _read_vgg16(path)
+    plan = []
+    for name, arrays in source.items():
+        if not name.startswith("block") or "_conv" not in name:
+            continue
+        plan.append((name, arrays))
+    if load_fc and "fc1" in source:
+        kernel, bias = source["fc1"]
+        plan.append(("fc6", [kernel.reshape(7, 7, 512, kernel.shape[-1]), bias]))
+        kernel, bias = source["fc2"]
+        plan.append(("fc7", [kernel.reshape(1, 1, *kernel.shape), bias]))
+
+    # Check every layer first so that a mismatch leaves the model untouched.
+    targets = []
+    for name, arrays in plan:
+        try:
+            layer = model.get_layer(name)
+        except ValueError:
+            raise ValueError(
+                f"The model has no layer {name!r} to receive VGG16 weights; the encoder "
+                "must have VGG16's 5 blocks of (2, 2, 3, 3, 3) convolutions."
+            ) from None
+        expected = [tuple(w.shape) for w in layer.weights]
+        received = [a.shape for a in arrays]
+        if expected != received:
+            raise ValueError(
+                f"VGG16 weights do not fit layer {name!r}: it has shapes {expected}, "
+                f"the file {path.name} has {received}. Only configurations with "
+                "VGG16's widths (e.g. 'deconvnet_vgg16_voc') can load them."
+            )
+        targets.append((layer, arrays))
+    for layer, arrays in targets:
+        layer.set_weights(arrays)
+    return [layer.name for layer, _ in targets]
