@@ -15,8 +15,10 @@ if _keras.backend.backend() != "tensorflow":
         f"Received: KERAS_BACKEND={_keras.backend.backend()!r}"
     )
 
-from keras_deconvnet import layers  # noqa: E402
-from keras_deconvnet import models  # noqa: E402
+from keras_deconvnet import (
+    layers,  # noqa: E402
+    models,  # noqa: E402
+)
 from keras_deconvnet.version import __version__  # noqa: E402
 
 __all__ = ["layers", "models", "__version__"]

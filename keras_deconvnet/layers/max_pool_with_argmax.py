@@ -31,8 +31,11 @@ class MaxPoolWithArgmax(keras.layers.Layer):
             Defaults to `2`.
         padding: `"same"` or `"valid"`. With `"same"` (default, Caffe's ceil mode,
             as the paper's network used) odd heights and widths get a partial last
-            window, so the pooled size is `ceil(size / pool_size)`; with `"valid"`
-            the remainder rows and columns are dropped (their switches are 0).
+            window at the bottom/right, so the pooled size is
+            `ceil(size / pool_size)`; for `pool_size=2` this is exactly TensorFlow's
+            `"SAME"` (for larger windows TensorFlow may also pad at the top/left).
+            With `"valid"` the remainder rows and columns are dropped (their
+            switches are 0).
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
 
     Input shape:

@@ -81,6 +81,7 @@ class Unpool(keras.layers.Layer):
                 )
 
     def compute_output_shape(self, inputs_shape, switches_shape):
+        self._check_shapes(inputs_shape, switches_shape)
         return tuple(switches_shape[:3]) + (inputs_shape[-1],)
 
     def get_config(self):

@@ -171,7 +171,7 @@ class DeconvNet(keras.Model):
         return deconvnet_presets.DECONVNET_PRESETS
 
     @classmethod
-    def from_preset(cls, preset: str, **overrides) -> "DeconvNet":
+    def from_preset(cls, preset: str, **overrides) -> DeconvNet:
         """Builds a named configuration; keyword arguments override its config.
 
         Args:
