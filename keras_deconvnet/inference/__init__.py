@@ -1,0 +1,29 @@
+"""Inference: instance-wise (proposal) prediction, whole-image prediction, image files.
+
+`predict_proposals` is the paper's inference (proposals -> crops -> batched predict ->
+paste back -> max/mean aggregation); `predict_whole_image` is the comparison baseline.
+"""
+
+from keras_deconvnet.inference.images import ImageReadError, load_image, to_rgb_uint8
+from keras_deconvnet.inference.proposals import (
+    aggregate_proposals,
+    crop_proposals,
+    predict_proposals,
+)
+from keras_deconvnet.inference.whole_image import (
+    labels_from_scores,
+    predict_whole_image,
+    sliding_windows,
+)
+
+__all__ = [
+    "ImageReadError",
+    "aggregate_proposals",
+    "crop_proposals",
+    "labels_from_scores",
+    "load_image",
+    "predict_proposals",
+    "predict_whole_image",
+    "sliding_windows",
+    "to_rgb_uint8",
+]
