@@ -113,6 +113,24 @@ def predict_crops(model, crops, batch_size: int = 16, softmax: bool = True) -> n
     return np.concatenate(outputs)
 
 
+def model_output_kind(model) -> str:
+    """`"probabilities"` for softmax models and ensembles, else `"logits"`."""
+    from keras_deconvnet.models.ensemble import EnsembleSegmenter
+
+    if isinstance(model, EnsembleSegmenter) or getattr(model, "activation", None) == "softmax":
+        return "probabilities"
+    return "logits"
+
+
+def _check_output(output, model) -> str:
+    output = output or model_output_kind(model)
+    if output not in ("logits", "probabilities"):
+        raise ValueError(
+            f"`output` must be 'logits' or 'probabilities'. Received: output={output!r}"
+        )
+    return output
+
+
 def model_input_size(model, default=(224, 224)) -> tuple[int, int]:
     height, width = model.input_shape[1:3]
     return (height or default[0], width or default[1])
@@ -127,7 +145,7 @@ def predict_proposals(
     aggregation: str = "max",
     min_box_size: float = 0.0,
     include_image_box: bool = False,
-    output: str = "logits",
+    output: str | None = None,
     input_size: tuple[int, int] | None = None,
 ) -> np.ndarray:
     """Instance-wise prediction of one image: proposals -> crops -> batches -> aggregate.
@@ -145,8 +163,8 @@ def predict_proposals(
             skipped (the original code skipped boxes under 112 px on VOC images).
         include_image_box: also predict the whole image as one more proposal, so that
             every pixel is covered.
-        output: `"logits"` when the model outputs logits (softmax is applied), or
-            `"probabilities"`.
+        output: `"logits"` when the model outputs logits (softmax is applied),
+            `"probabilities"`, or None (default) to tell from the model.
         input_size: crop size; defaults to the model's input size (224 if unknown).
 
     Returns:
@@ -164,10 +182,7 @@ def predict_proposals(
     """
     from keras_deconvnet.data.proposals import SlidingWindowProposals, call_proposals
 
-    if output not in ("logits", "probabilities"):
-        raise ValueError(
-            f"`output` must be 'logits' or 'probabilities'. Received: output={output!r}"
-        )
+    output = _check_output(output, model)
     image = to_rgb_uint8(image)
     height, width = image.shape[:2]
     if proposals is None:

@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from keras_deconvnet.inference.images import to_rgb_uint8
 from keras_deconvnet.inference.proposals import (
+    _check_output,
     aggregate_proposals,
     crop_proposals,
     model_input_size,
@@ -40,7 +41,7 @@ def predict_whole_image(
     image: np.ndarray,
     mode: str = "resize",
     batch_size: int = 8,
-    output: str = "logits",
+    output: str | None = None,
     input_size: tuple[int, int] | None = None,
     overlap: float = 0.25,
 ) -> np.ndarray:
@@ -53,7 +54,7 @@ def predict_whole_image(
             back, bilinear) or `"sliding"` (windows of the input size with `overlap`,
             averaged; small images are warped up).
         batch_size: windows per forward pass (sliding mode).
-        output: `"logits"` or `"probabilities"`: what the model returns.
+        output: `"logits"`, `"probabilities"` or None (tell from the model).
         input_size: defaults to the model's input size (224 if unknown).
         overlap: window overlap fraction for `"sliding"`.
 
@@ -71,6 +72,7 @@ def predict_whole_image(
     """
     if mode not in MODES:
         raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
+    output = _check_output(output, model)
     image = to_rgb_uint8(image)
     height, width = image.shape[:2]
     size = input_size or model_input_size(model)

@@ -1,0 +1,117 @@
+"""Arguments and loaders shared by the `deconvnet` commands: models, datasets, JSON."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from keras_deconvnet.cli import CommandError
+
+DATASETS = ("synthetic", "voc", "pets")
+
+
+def add_model_args(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    group = parser.add_argument_group("model")
+    group.add_argument("--model", help="a saved model (.keras file)")
+    group.add_argument(
+        "--preset", help="a named configuration (untrained) when no --model is given"
+    )
+    group.add_argument("--num-classes", type=int, default=None,
+                       help="classes of a --preset model (default: the dataset's)")
+
+
+def load_model(args, num_classes: int | None = None, image_shape=None):
+    """The model named by `--model` (a `.keras` file) or `--preset`."""
+    import keras
+
+    if getattr(args, "model", None):
+        path = Path(args.model)
+        if not path.exists():
+            raise CommandError(f"model file not found: {path}")
+        if path.suffix != ".keras":
+            raise CommandError(f"--model must be a .keras file saved by Keras 3: {path}")
+        try:
+            return keras.saving.load_model(path, safe_mode=True)
+        except Exception as e:  # Keras raises many types for corrupt archives.
+            raise CommandError(f"could not load {path}: {e}") from None
+    if getattr(args, "preset", None):
+        from keras_deconvnet.models import DeconvNet
+
+        overrides = {}
+        if (args.num_classes or num_classes) is not None:
+            overrides["num_classes"] = args.num_classes or num_classes
+        if image_shape is not None:
+            overrides["image_shape"] = image_shape
+        return DeconvNet.from_preset(args.preset, **overrides)
+    raise CommandError("give a model: --model FILE.keras or --preset NAME")
+
+
+def add_dataset_args(parser: argparse.ArgumentParser, default_split: str = "val") -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument("--dataset", choices=DATASETS, default="synthetic",
+                       help="synthetic (built in), voc (VOCdevkit on disk), pets (TFDS)")
+    group.add_argument("--data-dir", help="VOCdevkit directory (voc) or TFDS data_dir (pets)")
+    group.add_argument("--sbd-dir", help="SBD directory to add to VOC training (voc)")
+    group.add_argument("--split", default=default_split, help="dataset split")
+    group.add_argument("--num-examples", type=int, default=None,
+                       help="use only the first N examples")
+    group.add_argument("--image-size", type=int, default=128,
+                       help="synthetic images' size (synthetic only)")
+    group.add_argument("--seed", type=int, default=0, help="seed of the synthetic data")
+
+
+def build_dataset(args, split: str | None = None):
+    """`(dataset, DatasetInfo)` for the command's `--dataset` arguments."""
+    from keras_deconvnet import data
+
+    split = split or args.split
+    if args.dataset == "synthetic":
+        if split not in ("train", "val"):
+            raise CommandError(f"the synthetic data has splits train and val, not {split!r}")
+        count = args.num_examples or (512 if split == "train" else 64)
+        ds = data.synthetic_dataset(
+            split, count, image_size=(args.image_size, args.image_size), seed=args.seed
+        )
+        return ds, data.SYNTHETIC_INFO
+    if args.dataset == "voc":
+        if not args.data_dir:
+            raise CommandError("--dataset voc needs --data-dir pointing at VOCdevkit")
+        ds = data.voc_dataset(args.data_dir, split, sbd_root=args.sbd_dir)
+        info = data.VOC_INFO
+    else:
+        ds = data.pets_dataset(split, data_dir=args.data_dir, download=False)
+        info = data.pets_info()
+    if args.num_examples:
+        ds = ds.take(args.num_examples)
+    return ds, info
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def write_json(data: dict, path: str | os.PathLike) -> Path:
+    """Writes JSON atomically (temp file + rename); NaN becomes null."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(_jsonable(data), indent=2))
+    os.replace(partial, path)
+    return path
