@@ -12,7 +12,7 @@ import importlib
 import os
 import sys
 
-COMMANDS = ("quickstart", "presets", "summary")
+COMMANDS = ("quickstart", "train", "evaluate", "predict", "export", "presets", "summary")
 
 
 class CommandError(Exception):

@@ -1,0 +1,220 @@
+"""Shared pieces of the exporters: model checks, the inference function, atomic writes.
+
+Every exported artefact (SavedModel, TFLite, ONNX) runs the same computation, built
+by `inference_function`: RGB float images in [0, 255] -> `preprocess_images` (the
+package's one preprocessing definition) -> the model -> softmax. Clients therefore
+send plain pixels and get per-pixel class probabilities, whatever the format.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_deconvnet.preprocessing import PREPROCESSING, preprocess_images
+
+# What every artefact expects as input, written into the export configs.
+INPUT_DESCRIPTION = (
+    "RGB float32 images in [0, 255], shape (batch, height, width, 3); the exported "
+    "model applies keras_deconvnet.preprocessing.preprocess_images itself."
+)
+
+
+def segmentation_shapes(
+    model: keras.Model, image_shape: Sequence[int] | None = None
+) -> tuple[tuple[int, int, int], int]:
+    """Checks that `model` is an image segmentation model and fixes its input size.
+
+    Args:
+        model: a Keras model with one input `(batch, height, width, 3)` and one output
+            `(batch, height, width, num_classes)`.
+        image_shape: `(height, width)` or `(height, width, 3)` to export at; needed
+            when the model's height or width is `None`, and must match it otherwise.
+
+    Returns:
+        `((height, width, 3), num_classes)`.
+
+    Example:
+
+    >>> from keras_deconvnet.models import DeconvNet
+    >>> model = DeconvNet.from_preset("deconvnet_edge_small", num_classes=4)
+    >>> segmentation_shapes(model, (96, 96))
+    ((96, 96, 3), 4)
+    """
+    if not isinstance(model, keras.Model):
+        raise ValueError(
+            f"`model` must be a keras.Model. Received: model={type(model).__name__}"
+        )
+    if len(model.inputs or []) != 1 or len(model.outputs or []) != 1:
+        raise ValueError(
+            "`model` must be a segmentation model with one input and one output. "
+            f"Received: {len(model.inputs or [])} inputs, {len(model.outputs or [])} outputs"
+        )
+    in_shape = tuple(model.inputs[0].shape)
+    out_shape = tuple(model.outputs[0].shape)
+    if len(in_shape) != 4 or in_shape[-1] != 3:
+        raise ValueError(
+            "`model` must take RGB images (batch, height, width, 3). "
+            f"Received: input shape={in_shape}"
+        )
+    if len(out_shape) != 4 or out_shape[-1] is None or out_shape[-1] < 2:
+        raise ValueError(
+            "`model` must output per-pixel class scores (batch, height, width, "
+            f"num_classes >= 2). Received: output shape={out_shape}"
+        )
+    for axis in (1, 2):
+        if None not in (in_shape[axis], out_shape[axis]) and in_shape[axis] != out_shape[axis]:
+            raise ValueError(
+                "`model` must output a score map of its input's size. "
+                f"Received: input shape={in_shape}, output shape={out_shape}"
+            )
+    if image_shape is not None:
+        image_shape = tuple(int(d) for d in image_shape)
+        if len(image_shape) == 3 and image_shape[-1] == 3:
+            image_shape = image_shape[:2]
+        if len(image_shape) != 2 or min(image_shape) < 1:
+            raise ValueError(
+                "`image_shape` must be (height, width) or (height, width, 3). "
+                f"Received: image_shape={image_shape}"
+            )
+        for axis in (1, 2):
+            if in_shape[axis] is not None and in_shape[axis] != image_shape[axis - 1]:
+                raise ValueError(
+                    "`image_shape` must match the model's fixed input size "
+                    f"{in_shape[1:3]}. Received: image_shape={image_shape}"
+                )
+        height, width = image_shape
+    else:
+        height, width = in_shape[1:3]
+        if height is None or width is None:
+            raise ValueError(
+                "The model takes any image size; pass `image_shape=(height, width)` to "
+                f"fix the exported one. Received: input shape={in_shape}"
+            )
+    return (int(height), int(width), 3), int(out_shape[-1])
+
+
+def outputs_probabilities(model: keras.Model) -> bool:
+    """Whether `model` already ends in a softmax (else its outputs are logits)."""
+    activation = getattr(model, "activation", None)
+    if activation is None and model.layers:
+        activation = model.layers[-1].get_config().get("activation")
+    return activation == "softmax"
+
+
+def inference_function(model: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
+    """RGB [0, 255] images -> class probabilities, through `preprocess_images`."""
+    softmax = not outputs_probabilities(model)
+
+    def probabilities(images):
+        outputs = model(preprocess_images(images), training=False)
+        outputs = tf.cast(outputs, tf.float32)
+        return tf.nn.softmax(outputs, axis=-1) if softmax else outputs
+
+    return probabilities
+
+
+def export_config(
+    model: keras.Model,
+    image_shape: tuple[int, int, int],
+    num_classes: int,
+    class_names: Sequence[str] | None = None,
+    **extra,
+) -> dict:
+    """The JSON-ready description written next to every export."""
+    import keras_deconvnet
+
+    if class_names is not None:
+        class_names = [str(name) for name in class_names]
+        if len(class_names) != num_classes:
+            raise ValueError(
+                f"`class_names` must have one name per class ({num_classes}). "
+                f"Received: {len(class_names)} names"
+            )
+    try:
+        model_config = json.loads(json.dumps(model.get_config(), default=_jsonable))
+    except (NotImplementedError, TypeError):
+        model_config = None
+    return {
+        "model_class": f"{type(model).__module__}.{type(model).__name__}",
+        "model_config": model_config,
+        "image_shape": list(image_shape),
+        "num_classes": num_classes,
+        "class_names": class_names,
+        "input": INPUT_DESCRIPTION,
+        "preprocessing": dict(PREPROCESSING),
+        "outputs": {
+            "probabilities": "float32 (batch, height, width, num_classes), softmax",
+        },
+        "keras_deconvnet_version": getattr(keras_deconvnet, "__version__", None),
+        "tensorflow_version": tf.__version__,
+        "keras_version": keras.__version__,
+        **extra,
+    }
+
+
+def _jsonable(value):
+    if isinstance(value, tuple):
+        return list(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
+
+
+def write_json(path: str | os.PathLike, data) -> Path:
+    """Writes `data` as indented JSON, atomically (temporary file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")
+    os.replace(partial, path)
+    return path
+
+
+def check_new_path(path: str | os.PathLike, what: str = "path") -> Path:
+    """Raises if `path` is a file or a non-empty directory."""
+    path = Path(path)
+    if path.is_file() or (path.is_dir() and any(path.iterdir())):
+        raise FileExistsError(
+            f"The {what} already exists and is not empty; choose another or remove it. "
+            f"Received: {path}"
+        )
+    return path
+
+
+@contextlib.contextmanager
+def staged_directory(target: str | os.PathLike) -> Iterator[Path]:
+    """Yields a temporary sibling of `target` that becomes `target` on success.
+
+    The directory is created next to `target` (same file system, so the final
+    `os.replace` is atomic) and removed if the block raises: a failed export leaves
+    nothing behind. `target` must not exist or be an empty directory.
+    """
+    target = check_new_path(target, "output directory")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    try:
+        yield staging
+        if target.is_dir():
+            target.rmdir()  # empty, checked above
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def file_size(path: str | os.PathLike) -> int:
+    """Bytes of a file, or of all files under a directory."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())

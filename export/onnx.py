@@ -1,0 +1,137 @@
+"""ONNX export through tf2onnx, checked with `onnx.checker` and run in onnxruntime.
+
+As Keras 3.15's own `model.export(format="onnx")` does on the TensorFlow backend, the
+model is converted from a `tf.function` (here: RGB [0, 255] images ->
+`preprocess_images` -> model -> softmax) with `tf2onnx.convert.from_function`, after
+Keras's numpy-2 patch for tf2onnx 1.17. The file has one input `images`, float32
+`(batch, height, width, 3)` with a free batch size and the exported height and width,
+and one output `probabilities`, float32 `(batch, height, width, num_classes)`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras_deconvnet.export import common
+
+# tf2onnx 1.17 supports opsets up to 18; 17 is what onnxruntime and most converters
+# downstream (TensorRT, OpenVINO, CoreML tools) read without trouble.
+DEFAULT_OPSET = 17
+MAX_OPSET = 18
+MIN_OPSET = 13
+
+
+def export_onnx(
+    model: keras.Model,
+    path: str | os.PathLike,
+    opset: int = DEFAULT_OPSET,
+    image_shape: Sequence[int] | None = None,
+    check: bool = True,
+) -> Path:
+    """Converts `model` to ONNX, checks it and writes `path` atomically.
+
+    Args:
+        model: a Keras segmentation model, `(batch, height, width, 3)` preprocessed
+            images -> `(batch, height, width, num_classes)` logits or probabilities.
+        path: the `.onnx` file to write; it must not exist.
+        opset: the ONNX opset, 13 to 18. Defaults to `17`.
+        image_shape: `(height, width)` to export at; needed when the model's input
+            size is not fixed.
+        check: run `onnx.checker.check_model` and one onnxruntime inference on zeros
+            before writing. Defaults to `True`.
+
+    Returns:
+        The path written.
+
+    Example:
+
+    >>> from keras_deconvnet.models import DeconvNet
+    >>> model = DeconvNet.from_preset("deconvnet_edge_small", num_classes=4)
+    >>> export_onnx(model, "/tmp/deconvnet.onnx", image_shape=(96, 96))
+    PosixPath('/tmp/deconvnet.onnx')
+    """
+    if isinstance(opset, bool) or not isinstance(opset, int) or not (
+        MIN_OPSET <= opset <= MAX_OPSET
+    ):
+        raise ValueError(
+            f"`opset` must be an int from {MIN_OPSET} to {MAX_OPSET} (what tf2onnx 1.17 "
+            f"supports). Received: opset={opset!r}"
+        )
+    path = Path(path)
+    if path.exists():
+        raise FileExistsError(f"The output file already exists. Received: {path}")
+    shape, num_classes = common.segmentation_shapes(model, image_shape)
+    import tf2onnx
+    from keras.src.export.tf2onnx_lib import patch_tf2onnx
+
+    with warnings.catch_warnings():  # its `hasattr(np, "object")` warns on numpy 2
+        warnings.simplefilter("ignore", FutureWarning)
+        patch_tf2onnx()  # numpy 2 compatibility, as keras.Model.export(format="onnx")
+    probabilities = common.inference_function(model)
+    spec = (tf.TensorSpec((None, *shape), tf.float32, name="images"),)
+
+    @tf.function(input_signature=spec)
+    def serve(images):
+        return {"probabilities": probabilities(images)}
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    try:
+        partial = staging / path.name
+        tf2onnx.convert.from_function(
+            serve, input_signature=spec, opset=opset, output_path=str(partial)
+        )
+        if check:
+            check_onnx(partial, shape, num_classes)
+        os.replace(partial, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return path
+
+
+def check_onnx(
+    path: str | os.PathLike,
+    image_shape: Sequence[int] | None = None,
+    num_classes: int | None = None,
+) -> None:
+    """Runs `onnx.checker` and one onnxruntime inference; raises `ValueError` on failure."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise ValueError(f"The ONNX model does not pass onnx.checker: {e}") from e
+    session = onnx_session(path)
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise ValueError(f"The ONNX model must have one input. Received: {len(inputs)}")
+    if image_shape is not None:
+        outputs = session.run(
+            None, {inputs[0].name: np.zeros((1, *image_shape), np.float32)}
+        )
+        expected = (1, *image_shape[:2], num_classes)
+        if outputs[0].shape != expected or not np.all(np.isfinite(outputs[0])):
+            raise ValueError(
+                f"The ONNX model's output should be finite, of shape {expected}. "
+                f"Received: shape={outputs[0].shape}"
+            )
+
+
+def onnx_session(path: str | os.PathLike, threads: int | None = None):
+    """An onnxruntime CPU `InferenceSession` for `path`."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(
+        str(path), sess_options=options, providers=["CPUExecutionProvider"]
+    )

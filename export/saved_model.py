@@ -1,0 +1,238 @@
+"""SavedModel export in TF Serving's layout, `BASE/NAME/VERSION/`, plus `models.config`.
+
+Each version is written to a temporary directory under `BASE/NAME/` (a name that is
+not an integer, which TF Serving ignores) and renamed into place when complete, so a
+server watching `BASE/NAME` never sees a half-written version.
+
+Signatures (both read plain pixels; `preprocess_images`, the package's one
+preprocessing definition, runs inside the graph):
+
+- `serving_default`: `images`, float32 `(batch, height, width, 3)` RGB in [0, 255]
+  at the exported size -> `probabilities` float32 `(batch, height, width,
+  num_classes)` (softmax) and `labels` int32 `(batch, height, width)` (argmax).
+- `predict_image_bytes`: `image_bytes`, a string batch `(batch,)` of encoded JPEG,
+  PNG, BMP or GIF (first frame) images of any size; grayscale and RGBA are converted
+  to RGB. Each is resized to the model input (bilinear), predicted, and its label map
+  resized back to the image's own size (nearest). Outputs: `labels` int32
+  `(batch, max_height, max_width)`, padded with -1 where a batch mixes sizes, and
+  `image_sizes` int32 `(batch, 2)`, each image's `(height, width)`.
+
+The export config (`export_config.json`: model config, preprocessing, class names,
+signatures) is written inside each version directory; TF Serving ignores it.
+
+Everything loads with plain `tf.saved_model.load` without keras_deconvnet installed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+from keras_deconvnet.export import common
+
+SERVING_DEFAULT = "serving_default"
+IMAGE_BYTES_SIGNATURE = "predict_image_bytes"
+_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+def next_version(model_dir: str | os.PathLike) -> int:
+    """1 + the largest integer version directory under `model_dir` (1 if none)."""
+    model_dir = Path(model_dir)
+    versions = [
+        int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()
+    ] if model_dir.is_dir() else []
+    return max(versions, default=0) + 1
+
+
+def export_saved_model(
+    model: keras.Model,
+    base_dir: str | os.PathLike,
+    name: str = "deconvnet",
+    version: int | None = None,
+    image_shape: Sequence[int] | None = None,
+    class_names: Sequence[str] | None = None,
+    write_models_config: bool = True,
+) -> Path:
+    """Exports `model` for TF Serving to `base_dir/name/version/`.
+
+    Args:
+        model: a Keras segmentation model, `(batch, height, width, 3)` preprocessed
+            images -> `(batch, height, width, num_classes)` logits or probabilities.
+        base_dir: the TF Serving base directory holding one directory per model.
+        name: the model name (TF Serving's `name`, a directory under `base_dir`).
+            Defaults to `"deconvnet"`.
+        version: a positive int; defaults to the next free integer.
+        image_shape: `(height, width)` to export at; needed when the model's input
+            size is not fixed.
+        class_names: optional names of the classes, recorded in the export config.
+        write_models_config: also (re)write `base_dir/models.config` listing every
+            model under `base_dir`. Defaults to `True`.
+
+    Returns:
+        The version directory.
+
+    Example:
+
+    >>> from keras_deconvnet.models import DeconvNet
+    >>> model = DeconvNet.from_preset("deconvnet_edge_small", num_classes=4)
+    >>> path = export_saved_model(model, "/tmp/serving", image_shape=(96, 96))
+    >>> loaded = tf.saved_model.load(str(path))
+    >>> sorted(loaded.signatures)
+    ['predict_image_bytes', 'serving_default']
+    """
+    if not isinstance(name, str) or not _NAME_PATTERN.match(name):
+        raise ValueError(
+            "`name` must be a non-empty directory name of letters, digits, '_', '-', "
+            f"'.'. Received: name={name!r}"
+        )
+    if version is not None and (
+        isinstance(version, bool) or not isinstance(version, int) or version < 1
+    ):
+        raise ValueError(f"`version` must be a positive int. Received: version={version!r}")
+    shape, num_classes = common.segmentation_shapes(model, image_shape)
+    config = common.export_config(
+        model, shape, num_classes, class_names,
+        format="saved_model",
+        signatures={
+            SERVING_DEFAULT: {
+                "inputs": {"images": "float32 (batch, height, width, 3), RGB 0-255"},
+                "outputs": {
+                    "probabilities": "float32 (batch, height, width, num_classes)",
+                    "labels": "int32 (batch, height, width)",
+                },
+            },
+            IMAGE_BYTES_SIGNATURE: {
+                "inputs": {"image_bytes": "string (batch,), encoded JPEG/PNG/BMP/GIF"},
+                "outputs": {
+                    "labels": "int32 (batch, max_height, max_width), -1 = padding",
+                    "image_sizes": "int32 (batch, 2), (height, width) of each image",
+                },
+            },
+        },
+    )
+    model_dir = Path(base_dir) / name
+    version = next_version(model_dir) if version is None else version
+    target = model_dir / str(version)
+    if target.exists():
+        raise FileExistsError(
+            f"Version {version} of model {name!r} already exists; pass another `version` "
+            f"or leave it unset for the next one. Received: {target}"
+        )
+    archive = _archive(model, shape)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}.partial-", dir=model_dir))
+    try:
+        archive.write_out(str(staging), verbose=False)
+        common.write_json(staging / "export_config.json", config)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if write_models_config:
+        write_model_config(base_dir)
+    return target
+
+
+def _archive(model, shape):
+    height, width, channels = shape
+    probabilities = common.inference_function(model)
+
+    def serve(images):
+        probs = probabilities(images)
+        return {"probabilities": probs, "labels": tf.argmax(probs, -1, tf.int32)}
+
+    def serve_bytes(image_bytes):
+        def decode(data):
+            image = tf.io.decode_image(data, channels=3, expand_animations=False)
+            size = tf.shape(image)[:2]
+            image = tf.image.resize(tf.cast(image, tf.float32), (height, width))
+            return image, size
+
+        images, sizes = tf.map_fn(
+            decode,
+            image_bytes,
+            fn_output_signature=(
+                tf.TensorSpec((height, width, channels), tf.float32),
+                tf.TensorSpec((2,), tf.int32),
+            ),
+        )
+        labels = tf.argmax(probabilities(images), -1, tf.int32)
+        max_size = tf.reduce_max(sizes, axis=0)
+
+        def restore(args):
+            label, size = args
+            label = tf.image.resize(label[..., None], size, method="nearest")[..., 0]
+            return tf.pad(
+                label, [[0, max_size[0] - size[0]], [0, max_size[1] - size[1]]],
+                constant_values=-1,
+            )
+
+        labels = tf.map_fn(
+            restore, (labels, sizes),
+            fn_output_signature=tf.TensorSpec((None, None), tf.int32),
+        )
+        return {"labels": labels, "image_sizes": sizes}
+
+    archive = keras.export.ExportArchive()
+    # No `archive.track(model)`: the endpoints track the variables they use, and
+    # tracking the model as well would store every variable twice.
+    archive.add_endpoint(
+        SERVING_DEFAULT,
+        serve,
+        input_signature=[tf.TensorSpec((None, height, width, channels), tf.float32, "images")],
+    )
+    archive.add_endpoint(
+        IMAGE_BYTES_SIGNATURE,
+        serve_bytes,
+        input_signature=[tf.TensorSpec((None,), tf.string, "image_bytes")],
+    )
+    return archive
+
+
+def write_model_config(
+    base_dir: str | os.PathLike, base_path_prefix: str | None = None
+) -> Path:
+    """Writes `base_dir/models.config`, TF Serving's model config for every model there.
+
+    A model is a directory of `base_dir` with at least one integer version directory.
+
+    Args:
+        base_dir: the TF Serving base directory.
+        base_path_prefix: the directory `base_dir` will be at on the server, e.g.
+            `"/models"` for the TF Serving Docker image; defaults to `base_dir`'s
+            absolute path.
+
+    Returns:
+        The config file's path. Serve with
+        `tensorflow_model_server --model_config_file=PATH --rest_api_port=8501`.
+    """
+    base_dir = Path(base_dir)
+    names = sorted(
+        p.name for p in base_dir.iterdir()
+        if p.is_dir() and not p.name.startswith(".")
+        and any(v.is_dir() and v.name.isdigit() for v in p.iterdir())
+    ) if base_dir.is_dir() else []
+    if not names:
+        raise ValueError(
+            f"`base_dir` holds no exported model (NAME/VERSION/). Received: {base_dir}"
+        )
+    prefix = base_path_prefix or str(base_dir.resolve())
+    entries = "".join(
+        "  config {\n"
+        f'    name: "{name}"\n'
+        f'    base_path: "{prefix.rstrip("/")}/{name}"\n'
+        '    model_platform: "tensorflow"\n'
+        "  }\n"
+        for name in names
+    )
+    path = base_dir / "models.config"
+    partial = base_dir / ".models.config.partial"
+    partial.write_text(f"model_config_list {{\n{entries}}}\n")
+    os.replace(partial, path)
+    return path

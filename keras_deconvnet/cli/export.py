@@ -1,0 +1,215 @@
+"""`deconvnet export`: export a model to TF Serving, TFLite and ONNX, with a parity table."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from keras_deconvnet.cli import CommandError
+
+FORMATS = (
+    "saved_model",
+    "tflite_float32",
+    "tflite_float16",
+    "tflite_dynamic",
+    "tflite_int8",
+    "onnx",
+)
+FLOAT_FORMATS = ("saved_model", "tflite_float32", "onnx")
+PRESET_FLOAT_THRESHOLD = 95.0
+
+EPILOG = """\
+Every artefact takes RGB float images in [0, 255] (preprocessing is inside) and
+returns per-pixel class probabilities. Layout of --out:
+  saved_model/NAME/1/, saved_model/models.config   TF Serving
+  NAME_{float32,float16,dynamic,int8}.tflite       TFLite, builtin ops only
+  NAME.onnx                                        ONNX
+  export_config.json, parity.json
+
+Examples:
+  deconvnet export --model runs/voc/model.keras --out exported \\
+      --representative-data calib.npy --validation-data val.npz
+  deconvnet export --preset deconvnet_edge --num-classes 3 --out /tmp/edge \\
+      --formats tflite_float16,tflite_int8
+  deconvnet export --model model.keras --out exported --image-size 320x320 \\
+      --thresholds tflite_int8=85,tflite_dynamic=95
+"""
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "export",
+        help="export to TF Serving (SavedModel), TFLite and ONNX, and check parity",
+        description=(
+            "Export a trained model (or an untrained preset, to test a deployment "
+            "pipeline) to the SavedModel/TF Serving layout, TFLite (float32, float16, "
+            "dynamic-range, int8; builtin ops only, GPU delegate checked) and ONNX. "
+            "Every artefact is then run in its own runtime and compared with Keras; the "
+            "table is printed and written to parity.json. Nothing is left in --out if "
+            "any step fails."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", type=Path, help="a saved `.keras` model file")
+    source.add_argument(
+        "--preset", help="a name from `deconvnet presets` (untrained weights)"
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="output directory (must not exist or be empty)"
+    )
+    parser.add_argument(
+        "--formats",
+        default=",".join(FORMATS),
+        help=f"comma-separated formats (default: all): {', '.join(FORMATS)}",
+    )
+    parser.add_argument(
+        "--image-size",
+        help="HEIGHTxWIDTH (or one number) to export at; needed if the model takes any size",
+    )
+    parser.add_argument("--num-classes", type=int, help="with --preset: override num_classes")
+    parser.add_argument("--name", default="deconvnet", help="model name (default: deconvnet)")
+    parser.add_argument("--class-names", help="comma-separated class names, background first")
+    parser.add_argument(
+        "--representative-data",
+        type=Path,
+        help="int8 calibration images, a .npy of RGB 0-255 images (N, H, W, 3); "
+        "default: synthetic images (a warning is printed)",
+    )
+    parser.add_argument(
+        "--representative-samples",
+        type=int,
+        default=100,
+        help="the most calibration images to use (default: 100)",
+    )
+    parser.add_argument(
+        "--validation-data",
+        type=Path,
+        help="a .npz with `images` (N, H, W, 3) RGB 0-255 and optional `labels` (N, H, W) "
+        "for the parity check; default: 4 synthetic images",
+    )
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
+    parser.add_argument(
+        "--thresholds",
+        help="minimum label agreement with Keras in %%, e.g. tflite_int8=85,onnx=99.9 "
+        "(defaults: keras_deconvnet.export.DEFAULT_THRESHOLDS)",
+    )
+    parser.add_argument(
+        "--runs", type=int, default=5, help="timed runs per format for latency (default: 5)"
+    )
+    parser.set_defaults(func=run)
+    return parser
+
+
+def parse_image_size(text: str | None) -> tuple[int, int] | None:
+    """`"320x240"`, `"320,240"` or `"320"` -> `(320, 240)` / `(320, 320)`."""
+    if text is None:
+        return None
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError:
+        sizes = []
+    if len(sizes) not in (1, 2) or min(sizes, default=0) < 1:
+        raise CommandError(
+            f"--image-size must be HEIGHTxWIDTH or one positive number. Received: {text!r}"
+        )
+    return (sizes[0], sizes[-1])
+
+
+def parse_thresholds(text: str | None) -> dict[str, float]:
+    """`"tflite_int8=85,onnx=99.9"` -> `{"tflite_int8": 85.0, "onnx": 99.9}`."""
+    thresholds = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        name, _, value = item.partition("=")
+        name = name.strip()
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+        if name not in FORMATS or number is None or not 0 <= number <= 100:
+            raise CommandError(
+                "--thresholds must be FORMAT=PERCENT pairs with FORMAT in "
+                f"{', '.join(FORMATS)} and PERCENT in [0, 100]. Received: {item!r}"
+            )
+        thresholds[name] = number
+    return thresholds
+
+
+def _load_model(args):
+    import keras
+
+    from keras_deconvnet.models import DeconvNet
+
+    if args.preset:
+        overrides = {} if args.num_classes is None else {"num_classes": args.num_classes}
+        return DeconvNet.from_preset(args.preset, **overrides)
+    if args.num_classes is not None:
+        raise CommandError("--num-classes applies to --preset only")
+    if not args.model.is_file():
+        raise CommandError(f"--model must be a .keras file. Received: {args.model}")
+    return keras.saving.load_model(args.model, compile=False)
+
+
+def run(args) -> int:
+    import numpy as np
+
+    from keras_deconvnet.export import ParityError, export_all, validate_formats
+
+    formats = validate_formats(args.formats)
+    thresholds = parse_thresholds(args.thresholds)
+    image_size = parse_image_size(args.image_size)
+    if args.out.exists() and (args.out.is_file() or any(args.out.iterdir())):
+        raise CommandError(f"--out exists and is not empty: {args.out}")
+    representative = None
+    if args.representative_data is not None:
+        representative = np.load(args.representative_data)
+    images = labels = None
+    if args.validation_data is not None:
+        with np.load(args.validation_data) as data:
+            if "images" not in data:
+                raise CommandError(
+                    f"--validation-data must hold an `images` array. "
+                    f"Received keys: {sorted(data.keys())}"
+                )
+            images = data["images"]
+            labels = data["labels"] if "labels" in data else None
+    model = _load_model(args)
+    if args.preset:
+        # Untrained weights give near-uniform class scores: labels flip on rounding
+        # noise, so float formats are held to 95% and quantized ones not at all.
+        print(
+            "note: --preset gives untrained weights (near-tied scores); the parity "
+            f"check holds {', '.join(FLOAT_FORMATS)} to {PRESET_FLOAT_THRESHOLD}% label "
+            "agreement and the quantized formats to none."
+        )
+        for fmt in FORMATS:
+            thresholds.setdefault(fmt, PRESET_FLOAT_THRESHOLD if fmt in FLOAT_FORMATS else 0.0)
+    class_names = (
+        [n.strip() for n in args.class_names.split(",")] if args.class_names else None
+    )
+    try:
+        result = export_all(
+            model,
+            args.out,
+            formats=formats,
+            image_shape=image_size,
+            name=args.name,
+            class_names=class_names,
+            representative_data=representative,
+            representative_samples=args.representative_samples,
+            opset=args.opset,
+            parity_images=images,
+            parity_labels=labels,
+            thresholds=thresholds,
+            latency_runs=args.runs,
+        )
+    except ParityError as e:
+        print(e.report.table)
+        raise CommandError(str(e).splitlines()[0] + " Nothing was written.") from e
+    print(result.report.table)
+    print(f"\nWrote {', '.join(sorted(result.paths))} and parity.json to {result.output_dir}")
+    return 0

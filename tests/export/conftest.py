@@ -1,0 +1,81 @@
+"""Fixtures for the exporter tests: a small, briefly trained DeconvNet and its exports.
+
+An untrained network's class scores are nearly tied everywhere, so any rounding flips
+labels; the model here is trained for a few epochs on a synthetic task (the label of
+a pixel is its dominant colour channel where it is bright, else background) and its
+BatchNorm statistics are set from data, so its logits are separated like a real
+model's.
+"""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+from keras_deconvnet.export import export_all, synthetic_images
+
+from keras_deconvnet.models import DeconvNet
+from keras_deconvnet.preprocessing import preprocess_images
+
+IMAGE_SIZE = (64, 64)
+NUM_CLASSES = 4
+
+
+def synthetic_labels(images):
+    return np.where(images.max(-1) > 150, images.argmax(-1) + 1, 0).astype(np.int32)
+
+
+def small_model(num_classes=NUM_CLASSES, **overrides):
+    # fc_kernel_size=2: the edge_small preset's 3x3 fc6 needs inputs of 65 pixels or more.
+    config = {"image_shape": (*IMAGE_SIZE, 3), "fc_kernel_size": 2, **overrides}
+    return DeconvNet.from_preset("deconvnet_edge_small", num_classes=num_classes, **config)
+
+
+def _set_batch_norm_statistics(model, images):
+    layers = [la for la in model.layers if isinstance(la, keras.layers.BatchNormalization)]
+    momenta = [la.momentum for la in layers]
+    for layer in layers:
+        layer.momentum = 0.0
+    model(preprocess_images(images), training=True)
+    for layer, momentum in zip(layers, momenta):
+        layer.momentum = momentum
+
+
+@pytest.fixture(scope="session")
+def trained():
+    """`(model, calibration images, validation images, validation labels)`."""
+    keras.utils.set_random_seed(0)
+    model = small_model()
+    images = synthetic_images(32, IMAGE_SIZE, seed=5)
+    _set_batch_norm_statistics(model, images)
+    model.compile(
+        keras.optimizers.Adam(3e-3),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    model.fit(
+        preprocess_images(images), synthetic_labels(images), batch_size=8, epochs=30,
+        verbose=0,
+    )
+    _set_batch_norm_statistics(model, images)
+    validation = synthetic_images(4, IMAGE_SIZE, seed=0)
+    return model, images, validation, synthetic_labels(validation)
+
+
+@pytest.fixture(scope="session")
+def exported(trained, tmp_path_factory):
+    """`export_all` of the trained model to every format (shared by several tests)."""
+    model, images, validation, labels = trained
+    out = tmp_path_factory.mktemp("exports") / "out"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return export_all(
+            model, out, class_names=["background", "red", "green", "blue"],
+            representative_data=images, representative_samples=32,
+            parity_images=validation, parity_labels=labels,
+        )
+
+
+@pytest.fixture
+def make_model():
+    """`make_model(**overrides)`: a fresh, untrained small DeconvNet (64x64, 4 classes)."""
+    return small_model

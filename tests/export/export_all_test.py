@@ -1,0 +1,151 @@
+import json
+
+import keras
+import numpy as np
+import pytest
+from keras_deconvnet.export import (
+    DEFAULT_THRESHOLDS,
+    FORMATS,
+    ParityError,
+    check_parity,
+    confusion_matrix,
+    export_all,
+    format_table,
+    mean_iou,
+)
+
+
+def _siblings(path):
+    """Everything next to `path` (finds leftover temporary directories)."""
+    return sorted(p.name for p in path.parent.iterdir())
+
+
+def test_layout_and_parity_table(exported):
+    out = exported.output_dir
+    assert sorted(p.name for p in out.iterdir()) == [
+        "deconvnet.onnx", "deconvnet_dynamic.tflite", "deconvnet_float16.tflite",
+        "deconvnet_float32.tflite", "deconvnet_int8.tflite", "export_config.json",
+        "parity.json", "saved_model",
+    ]
+    assert not [p for p in _siblings(out) if "partial" in p]
+    models_config = (out / "saved_model" / "models.config").read_text()
+    assert f'base_path: "{out / "saved_model" / "deconvnet"}"' in models_config
+    config = json.loads((out / "export_config.json").read_text())
+    assert config["files"]["tflite_int8"] == "deconvnet_int8.tflite"
+    assert config["image_shape"] == [64, 64, 3] and config["opset"] == 17
+
+    rows = {row["format"]: row for row in json.loads((out / "parity.json").read_text())["rows"]}
+    assert list(rows) == ["keras", *FORMATS]
+    for fmt in ("saved_model", "tflite_float32", "onnx"):
+        assert rows[fmt]["label_agreement"] == 100.0, fmt
+        assert rows[fmt]["max_prob_diff"] < 1e-4, fmt
+        assert rows[fmt]["miou_vs_labels"] == pytest.approx(rows["keras"]["miou_vs_labels"])
+    for fmt in FORMATS:
+        assert rows[fmt]["label_agreement"] >= DEFAULT_THRESHOLDS[fmt]
+        assert rows[fmt]["passed"] and rows[fmt]["size_bytes"] > 0
+        assert rows[fmt]["latency_ms"] > 0
+    assert rows["tflite_int8"]["size_bytes"] < 0.35 * rows["tflite_float32"]["size_bytes"]
+    # Each variable is stored once (tracking the model in the ExportArchive doubled it).
+    assert rows["saved_model"]["size_bytes"] < 1.5 * rows["tflite_float32"]["size_bytes"]
+    table = exported.report.table
+    assert table.splitlines()[0].startswith("format")
+    assert all(fmt in table for fmt in FORMATS)
+
+
+def test_parity_fails_loudly_and_export_all_leaves_nothing(trained, tmp_path):
+    model, _, images, _ = trained
+    out = tmp_path / "out"
+    with pytest.raises(ParityError, match="tflite_float32") as info:
+        export_all(
+            model, out, formats=["tflite_float32"], parity_images=images,
+            thresholds={"tflite_float32": 100.1},
+        )
+    assert "agree %" in str(info.value)  # the table is in the message
+    assert not info.value.report.rows[1]["passed"]
+    assert _siblings(out) == []
+
+
+def test_check_parity_without_raising_and_ground_truth(trained, exported):
+    model, _, images, labels = trained
+    report = check_parity(
+        model, {"onnx": exported.paths["onnx"]}, images, labels,
+        thresholds={"onnx": 100.1}, runs=1, raise_on_failure=False,
+        miou_fn=lambda y_true, y_pred, n: 42.0,
+    )
+    assert [row["format"] for row in report.rows] == ["keras", "onnx"]
+    assert report.rows[1]["miou_vs_labels"] == 42.0 and not report.rows[1]["passed"]
+    assert "NO" in format_table(report.rows)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"formats": ["tflite_int4"]}, ValueError, "`formats` must be a non-empty list"),
+        ({"formats": []}, ValueError, "`formats` must be a non-empty list"),
+        (
+            {"formats": ["tflite_int8"], "representative_data": np.zeros((4, 32, 32, 3))},
+            ValueError, r"shape \(N, 64, 64, 3\)",
+        ),
+        ({"image_shape": (32, 48)}, ValueError, "fixed input size"),
+        ({"class_names": ["a"]}, ValueError, "one name per class"),
+    ],
+)
+def test_bad_arguments_leave_nothing(make_model, tmp_path, kwargs, error, match):
+    out = tmp_path / "out"
+    with pytest.raises(error, match=match):
+        export_all(make_model(), out, **kwargs)
+    assert _siblings(out) == []
+
+
+def test_existing_output_dir_is_not_touched(make_model, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not empty"):
+        export_all(make_model(), out, formats=["onnx"])
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert _siblings(out) == ["out"]
+
+
+@pytest.mark.parametrize(
+    "build, match",
+    [
+        (lambda: keras.Sequential([keras.Input((64, 64, 3)), keras.layers.GlobalAveragePooling2D(),
+                                   keras.layers.Dense(4)]), "per-pixel class scores"),
+        (lambda: keras.Sequential([keras.Input((64, 64, 1)), keras.layers.Conv2D(4, 1)]),
+         "RGB images"),
+        (lambda: keras.Sequential([keras.Input((64, 64, 3)), keras.layers.MaxPooling2D(),
+                                   keras.layers.Conv2D(4, 1)]), "of its input's size"),
+        (lambda: "model.keras", "must be a keras.Model"),
+    ],
+)
+def test_not_a_segmentation_model(tmp_path, build, match):
+    with pytest.raises(ValueError, match=match):
+        export_all(build(), tmp_path / "out", formats=["onnx"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_plain_keras_segmentation_model_with_softmax(tmp_path):
+    """Any Keras segmentation model exports; a final softmax is not applied twice."""
+    model = keras.Sequential([
+        keras.Input((16, 16, 3)), keras.layers.Conv2D(3, 3, padding="same"),
+        keras.layers.Conv2D(3, 1, activation="softmax"),
+    ])
+    result = export_all(model, tmp_path / "out", formats=["tflite_float32", "onnx"],
+                        latency_runs=1)
+    assert [row["label_agreement"] for row in result.report.rows] == [100.0] * 3
+    assert result.report.rows[1]["max_prob_diff"] < 1e-5
+
+
+def test_mean_iou_and_confusion_matrix():
+    y_true = np.array([[0, 0, 1, 1], [2, 2, 255, 255]])
+    y_pred = np.array([[0, 1, 1, 1], [2, 2, 0, 1]])
+    matrix = confusion_matrix(y_true, y_pred, 3)
+    assert matrix.tolist() == [[1, 1, 0], [0, 2, 0], [0, 0, 2]]
+    # IoU: class 0 1/2, class 1 2/3, class 2 1.
+    assert mean_iou(y_true, y_pred, 3) == pytest.approx(100 * (0.5 + 2 / 3 + 1) / 3)
+    assert mean_iou([0, 0], [0, 0], 5) == 100.0  # absent classes do not count
+    with pytest.raises(ValueError, match="labels in"):
+        confusion_matrix([7], [0], 3)
+    with pytest.raises(ValueError, match="same number of pixels"):
+        confusion_matrix([0, 1], [0], 3)

@@ -1,0 +1,142 @@
+import io
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from keras_deconvnet.export import common, export_saved_model, next_version
+from PIL import Image
+
+# Runs in a fresh interpreter: plain TensorFlow, keras_deconvnet never imported.
+LOAD_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+
+    path, data_path = sys.argv[1:3]
+    loaded = tf.saved_model.load(path)
+    data = np.load(data_path)
+    dense = loaded.signatures["serving_default"](images=tf.constant(data["images"]))
+    encoded = [data[f"bytes{i}"].tobytes() for i in range(3)]
+    from_bytes = loaded.signatures["predict_image_bytes"](image_bytes=tf.constant(encoded))
+    np.savez(
+        data_path.replace(".npz", "_out.npz"),
+        labels=dense["labels"].numpy(),
+        probabilities=dense["probabilities"].numpy(),
+        bytes_labels=from_bytes["labels"].numpy(),
+        image_sizes=from_bytes["image_sizes"].numpy(),
+    )
+    print(json.dumps({
+        "signatures": sorted(loaded.signatures),
+        "imported": sorted(m for m in sys.modules if m.startswith("keras_deconvnet")),
+    }))
+    """
+)
+
+
+def _encode(image, fmt="PNG"):
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    return np.frombuffer(buffer.getvalue(), np.uint8)
+
+
+def test_saved_model_loads_and_runs_without_keras_deconvnet(trained, exported, tmp_path):
+    model, _, images, _ = trained
+    version_dir = exported.paths["saved_model"]
+    assert version_dir.name == "1" and version_dir.parent.name == "deconvnet"
+    assert (version_dir / "saved_model.pb").is_file()
+    assert (version_dir / "variables").is_dir()
+    config = json.loads((version_dir / "export_config.json").read_text())
+    assert config["preprocessing"]["mode"] == "caffe"
+    assert config["class_names"] == ["background", "red", "green", "blue"]
+    assert config["model_config"]["num_classes"] == 4
+
+    rgb = images[0].round().astype(np.uint8)
+    gray = Image.fromarray(rgb).convert("L").resize((30, 20))  # width 30, height 20
+    rgba = Image.fromarray(rgb).convert("RGBA").resize((50, 40))
+    data_path = tmp_path / "data.npz"
+    np.savez(
+        data_path,
+        images=rgb[None].astype(np.float32),
+        bytes0=_encode(Image.fromarray(rgb)),
+        bytes1=_encode(gray),
+        bytes2=_encode(rgba),
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", LOAD_SCRIPT, str(version_dir), str(data_path)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    info = json.loads(result.stdout.strip().splitlines()[-1])
+    assert info["signatures"] == ["predict_image_bytes", "serving_default"]
+    assert info["imported"] == []
+
+    out = np.load(tmp_path / "data_out.npz")
+    expected = common.inference_function(model)(rgb[None].astype(np.float32)).numpy()
+    np.testing.assert_allclose(out["probabilities"], expected, atol=1e-5)
+    np.testing.assert_array_equal(out["labels"], expected.argmax(-1))
+    # Bytes: the image at the model's size gives the dense signature's labels; other
+    # sizes come back at their own size, padded with -1 to the batch's largest.
+    assert out["image_sizes"].tolist() == [[64, 64], [20, 30], [40, 50]]
+    assert out["bytes_labels"].shape == (3, 64, 64)
+    np.testing.assert_array_equal(out["bytes_labels"][0], out["labels"][0])
+    assert (out["bytes_labels"][1, 20:, :] == -1).all()
+    assert (out["bytes_labels"][1, :, 30:] == -1).all()
+    assert (out["bytes_labels"][1, :20, :30] >= 0).all()
+    assert (out["bytes_labels"][2, :40, :50] >= 0).all()
+
+
+def test_saved_model_cli_lists_signatures(exported):
+    cli = Path(sys.executable).with_name("saved_model_cli")
+    if not cli.exists():
+        pytest.skip("saved_model_cli is not installed next to this Python")
+    result = subprocess.run(
+        [str(cli), "show", "--dir", str(exported.paths["saved_model"]), "--all"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for text in (
+        "signature_def['serving_default']", "signature_def['predict_image_bytes']",
+        "inputs['images']", "inputs['image_bytes']", "outputs['probabilities']",
+        "outputs['labels']", "outputs['image_sizes']", "shape: (-1, 64, 64, 3)",
+    ):
+        assert text in result.stdout
+
+
+def test_versions_and_models_config(make_model, tmp_path):
+    model = make_model()
+    base = tmp_path / "serving"
+    first = export_saved_model(model, base, name="seg")
+    second = export_saved_model(model, base, name="seg")
+    assert (first.name, second.name) == ("1", "2")
+    assert next_version(base / "seg") == 3
+    export_saved_model(model, base, name="other", version=7)
+    config = (base / "models.config").read_text()
+    assert config.startswith("model_config_list {")
+    assert config.count("config {") == 2
+    assert f'base_path: "{(base / "seg").resolve()}"' in config
+    assert 'name: "other"' in config and 'model_platform: "tensorflow"' in config
+
+    with pytest.raises(FileExistsError, match="Version 2"):
+        export_saved_model(model, base, name="seg", version=2)
+    # Nothing half-written: only the version directories are there.
+    assert sorted(p.name for p in (base / "seg").iterdir()) == ["1", "2"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"name": "a/b"}, "`name` must be"),
+        ({"version": 0}, "`version` must be a positive int"),
+        ({"class_names": ["a", "b"]}, "one name per class"),
+        ({"image_shape": (32, 32)}, "must match the model's fixed input size"),
+    ],
+)
+def test_saved_model_bad_arguments_write_nothing(make_model, tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        export_saved_model(make_model(), tmp_path / "serving", **kwargs)
+    assert not (tmp_path / "serving").exists()

@@ -1,0 +1,204 @@
+import json
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from keras_deconvnet.export import (
+    TFLITE_GPU_OPS,
+    check_gpu_ops,
+    common,
+    convert_to_tflite,
+    export_onnx,
+    export_tflite,
+    tflite_ops,
+)
+from keras_deconvnet.export.tflite import representative_dataset
+
+TFLITE_FORMATS = ("tflite_float32", "tflite_float16", "tflite_dynamic", "tflite_int8")
+
+# Runs in a fresh interpreter with the runtimes only: no TensorFlow, no keras_deconvnet.
+RUNTIME_SCRIPT = textwrap.dedent(
+    """
+    import json, sys
+    import numpy as np
+    import onnxruntime
+    from ai_edge_litert.interpreter import Interpreter
+
+    data_path, onnx_path, *tflite_paths = sys.argv[1:]
+    images = np.load(data_path)
+    outputs = {}
+    session = onnxruntime.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    outputs["onnx"] = session.run(None, {"images": images})[0]
+    for path in tflite_paths:
+        interpreter = Interpreter(model_path=path)
+        interpreter.allocate_tensors()
+        detail = interpreter.get_input_details()[0]
+        probs = []
+        for image in images:
+            interpreter.set_tensor(detail["index"], image[None])
+            interpreter.invoke()
+            probs.append(interpreter.get_tensor(interpreter.get_output_details()[0]["index"]))
+        outputs[path] = np.concatenate(probs)
+    np.savez(data_path.replace(".npy", "_out.npz"), **{
+        k.rsplit("/", 1)[-1]: v for k, v in outputs.items()})
+    print(json.dumps(sorted(m for m in sys.modules
+                            if m.split(".")[0] in ("tensorflow", "keras_deconvnet"))))
+    """
+)
+
+
+def test_tflite_files_are_builtin_and_gpu_ops_only(exported):
+    for fmt in TFLITE_FORMATS:
+        ops = tflite_ops(exported.paths[fmt])
+        assert ops <= TFLITE_GPU_OPS, (fmt, ops - TFLITE_GPU_OPS)
+        assert not any(op.startswith("FLEX") or op == "CUSTOM" for op in ops)
+        assert "SOFTMAX" in ops and "STRIDED_SLICE" in ops  # softmax, preprocessing inside
+        check_gpu_ops(exported.paths[fmt])
+    assert "QUANTIZE" in tflite_ops(exported.paths["tflite_int8"])
+    sizes = {fmt: exported.paths[fmt].stat().st_size for fmt in TFLITE_FORMATS}
+    assert sizes["tflite_float16"] < 0.6 * sizes["tflite_float32"]
+    assert sizes["tflite_dynamic"] < 0.35 * sizes["tflite_float32"]
+
+
+def test_runtimes_load_without_tensorflow(trained, exported, tmp_path):
+    model, _, images, _ = trained
+    data_path = tmp_path / "images.npy"
+    np.save(data_path, images.astype(np.float32))
+    tflite_paths = [str(exported.paths[fmt]) for fmt in TFLITE_FORMATS]
+    result = subprocess.run(
+        [sys.executable, "-c", RUNTIME_SCRIPT, str(data_path), str(exported.paths["onnx"]),
+         *tflite_paths],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+    out = np.load(tmp_path / "images_out.npz")
+    expected = common.inference_function(model)(images).numpy()
+    labels = expected.argmax(-1)
+    # Float formats: same labels on every pixel of the test batch.
+    for name in ("onnx", "deconvnet_float32.tflite"):
+        np.testing.assert_allclose(out[name], expected, atol=1e-4)
+        np.testing.assert_array_equal(out[name].argmax(-1), labels)
+    # float16 weights: measured 99.8% of pixels (switch flips at near-ties).
+    assert np.mean(out["deconvnet_float16.tflite"].argmax(-1) == labels) >= 0.99
+    # Quantized: measured 93% (dynamic) and 88% (int8); 25% would be chance.
+    assert np.mean(out["deconvnet_dynamic.tflite"].argmax(-1) == labels) >= 0.85
+    assert np.mean(out["deconvnet_int8.tflite"].argmax(-1) == labels) >= 0.80
+
+
+def test_check_gpu_ops_rejects_arg_max():
+    @tf.function(input_signature=[tf.TensorSpec([1, 8, 8, 3], tf.float32)])
+    def labels(x):
+        return tf.argmax(x, axis=-1)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [labels.get_concrete_function()]
+    )
+    flatbuffer = converter.convert()
+    assert "ARG_MAX" in tflite_ops(flatbuffer)
+    with pytest.raises(ValueError, match="GPU delegate does not support: ARG_MAX"):
+        check_gpu_ops(flatbuffer)
+
+
+def test_tflite_bare_model_and_batch_size(make_model):
+    model = make_model()
+    flatbuffer = convert_to_tflite(model, include_preprocessing=False, batch_size=2)
+    ops = tflite_ops(flatbuffer)
+    assert "SOFTMAX" not in ops and "STRIDED_SLICE" not in ops
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=flatbuffer)
+    assert interpreter.get_input_details()[0]["shape"].tolist() == [2, 64, 64, 3]
+
+
+def test_representative_data_callable_and_sample_count():
+    calls = []
+
+    def data():
+        calls.append(1)
+        for _ in range(5):
+            yield np.zeros((3, 8, 8, 3), np.float32)
+
+    generate = representative_dataset(data, (2, 8, 8, 3), num_samples=7)
+    batches = list(generate())
+    assert [b[0].shape for b in batches] == [(2, 8, 8, 3)] * 3  # 7 samples -> 3 batches
+    with pytest.raises(ValueError, match=r"shape \(N, 8, 8, 3\)"):
+        representative_dataset(lambda: [np.zeros((2, 4, 4, 3))], (1, 8, 8, 3))
+    with pytest.raises(ValueError, match="representative_samples"):
+        representative_dataset(np.zeros((2, 8, 8, 3)), (1, 8, 8, 3), num_samples=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"quantization": "int4"}, ValueError, "`quantization` must be one of"),
+        ({"quantization": "int8"}, ValueError, "needs `representative_data`"),
+        (
+            {"quantization": "int8", "representative_data": np.zeros((4, 32, 32, 3))},
+            ValueError, "must hold images of shape",
+        ),
+        ({"image_shape": (32, 32)}, ValueError, "fixed input size"),
+    ],
+)
+def test_tflite_errors_write_nothing(make_model, tmp_path, kwargs, error, match):
+    path = tmp_path / "out" / "model.tflite"
+    with pytest.raises(error, match=match):
+        export_tflite(make_model(), path, **kwargs)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_fully_convolutional_model_needs_image_shape(make_model, tmp_path):
+    model = make_model(image_shape=(None, None, 3))
+    with pytest.raises(ValueError, match="pass `image_shape"):
+        convert_to_tflite(model)
+    path = export_onnx(model, tmp_path / "m.onnx", image_shape=(64, 96))
+    from keras_deconvnet.export.onnx import onnx_session
+
+    outputs = onnx_session(path).run(None, {"images": np.zeros((2, 64, 96, 3), np.float32)})
+    assert outputs[0].shape == (2, 64, 96, 4)
+
+
+@pytest.mark.parametrize("opset", [12, 19, "17"])
+def test_onnx_bad_opset(make_model, tmp_path, opset):
+    with pytest.raises(ValueError, match="`opset` must be an int from 13 to 18"):
+        export_onnx(make_model(), tmp_path / "m.onnx", opset=opset)
+    assert not any(tmp_path.iterdir())
+
+
+def test_onnx_file_is_valid(exported):
+    import onnx
+
+    proto = onnx.load(str(exported.paths["onnx"]))
+    onnx.checker.check_model(proto, full_check=True)
+    assert [i.name for i in proto.graph.input] == ["images"]
+    assert [o.name for o in proto.graph.output] == ["probabilities"]
+    assert any(o.version == 17 for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+
+
+@pytest.mark.slow
+def test_edge_preset_all_tflite_variants(tmp_path, capsys):
+    """The phone configuration (224x224): every TFLite variant converts, GPU ops only."""
+    keras.utils.set_random_seed(0)
+    from keras_deconvnet.export import synthetic_images
+
+    from keras_deconvnet.models import DeconvNet
+
+    model = DeconvNet.from_preset("deconvnet_edge")
+    calibration = synthetic_images(8, (224, 224))
+    sizes = {}
+    for quantization in ("float32", "float16", "dynamic", "int8"):
+        path = export_tflite(
+            model, tmp_path / f"edge_{quantization}.tflite", quantization,
+            representative_data=calibration,
+        )
+        assert tflite_ops(path) <= TFLITE_GPU_OPS
+        sizes[quantization] = path.stat().st_size
+    with capsys.disabled():
+        print("\ndeconvnet_edge TFLite sizes (MB):",
+              {k: round(v / 1e6, 2) for k, v in sizes.items()})
+    assert sizes["float16"] < 0.55 * sizes["float32"]
+    assert sizes["int8"] < 0.3 * sizes["float32"]
