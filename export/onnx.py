@@ -20,6 +20,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+
 from keras_deconvnet.export import common
 
 # tf2onnx 1.17 supports opsets up to 18; 17 is what onnxruntime and most converters

@@ -27,6 +27,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+
 from keras_deconvnet.export import common
 
 # Minimum label agreement with Keras (% of pixels) per format: floors that catch a

@@ -29,6 +29,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+
 from keras_deconvnet.export import common, onnx, parity, saved_model, tflite
 
 FORMATS = (

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import keras
 import tensorflow as tf
+
 from keras_deconvnet.export import common
 
 SERVING_DEFAULT = "serving_default"

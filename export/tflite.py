@@ -43,10 +43,11 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
-from keras_deconvnet.export import common
 from tensorflow.python.framework.convert_to_constants import (
     convert_variables_to_constants_v2,
 )
+
+from keras_deconvnet.export import common
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 

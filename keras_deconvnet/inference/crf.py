@@ -20,12 +20,15 @@ Gaussian kernels:
   (Adams, Baek, Davis, Eurographics 2010), as in Krähenbühl's `permutohedral.cpp`.
 
 Each mean-field iteration computes, for each kernel, the message `(K Q) / (K 1)`: the
-kernel-weighted *average* of the current marginals `Q` of the other pixels (the filtered
-marginals divided by the filtered all-ones image, densecrf's `NORMALIZE_AFTER`). This keeps a
-message in `[0, 1]` whatever the kernel's width, so the weights `w_g`, `w_b` are on the
-scale of the unary, and it cancels the lattice's overall scale error. The filter output keeps
-the pixel's own contribution (`k(i, i) = 1`), as densecrf's lattice filter does; it is a small
-share of the total weight (about 1/57 for `gaussian_sxy=3`, less for the bilateral kernel).
+kernel-weighted *average* of the current marginals `Q` (the filtered marginals divided by the
+filtered all-ones image, densecrf's `NORMALIZE_AFTER`). This keeps a message in `[0, 1]`
+whatever the kernel's width, so the weights `w_g`, `w_b` are on the scale of the unary, and
+it cancels the lattice's overall scale error (its raw output is about half the exact sum).
+The filters keep the pixel's own term (`k(i, i) = 1`; `j = i` is not excluded from the sum),
+as densecrf's lattice filter does. For the smoothness kernel that is about 1/57 of the weight
+(`2 pi gaussian_sxy^2 ~= 57`); for the bilateral kernel it is small in uniform regions but can
+dominate on noisy texture, where few pixels lie within `bilateral_srgb` in colour: there the
+bilateral term mostly reinforces the pixel's current marginal (by itself, no label change).
 
 The lattice is built once per image: the splat, the `d + 1` blurs (one per lattice direction)
 and the slice are `scipy.sparse` matrices, so one iteration is a few sparse matrix products
@@ -73,6 +76,58 @@ def _row_ids(rows: np.ndarray) -> np.ndarray:
             ids = np.unique(ids, return_inverse=True)[1].reshape(-1).astype(np.int64)
         ids = ids * radix + values
     return ids
+
+
+def _lattice_vertices(keys: np.ndarray) -> tuple[np.ndarray, list[tuple[np.ndarray, np.ndarray]]]:
+    """Numbers the distinct lattice vertices and finds their neighbours.
+
+    Args:
+        keys: `(M, d)` int64 keys (a vertex's first `d` coordinates in `H_d`), repeated.
+
+    Returns:
+        `inverse`, the vertex index of each key (vertices numbered in sorted-id order), and
+        for each of the `d + 1` lattice directions `j` the pairs `(source, target)` of vertex
+        indices with `target = source - 1 + (d + 1) e_j` (`source - 1` for `j = d`); the
+        opposite neighbour of `target` is then `source`.
+    """
+    d = keys.shape[1]
+    low = keys.min(axis=0) - (d + 1)
+    radix = [int(value) for value in keys.max(axis=0) + (d + 1) - low + 1]
+    if np.prod(radix, dtype=object) < 2**62:
+        # Fast path: a linear mixed-radix id, so a neighbour's id is the vertex's id plus a
+        # constant per direction (the margin of d + 1 keeps neighbours inside the radix).
+        multiplier = np.cumprod([1, *radix[:0:-1]])[::-1].astype(np.int64)
+        vertex_ids, inverse = np.unique((keys - low) @ multiplier, return_inverse=True)
+        step = -int(multiplier.sum())
+        offsets = [step + (d + 1) * int(multiplier[j]) for j in range(d)] + [step]
+        queries = [vertex_ids + offset for offset in offsets]
+        sorter = None
+    else:
+        # Any coordinate range: pack the keys of the vertices and of their neighbours
+        # together, densifying the ids as needed.
+        _, first, inverse = np.unique(_row_ids(keys), return_index=True, return_inverse=True)
+        vertex_keys = keys[first]
+        neighbour_keys = []
+        for direction in range(d + 1):
+            neighbour = vertex_keys - 1
+            if direction < d:
+                neighbour[:, direction] += d + 1
+            neighbour_keys.append(neighbour)
+        ids = _row_ids(np.concatenate([vertex_keys, *neighbour_keys])).reshape(d + 2, -1)
+        sorter = np.argsort(ids[0])
+        vertex_ids = ids[0][sorter]
+        queries = list(ids[1:])
+    num_vertices = vertex_ids.size
+    edges = []
+    for query in queries:
+        position = np.minimum(np.searchsorted(vertex_ids, query), num_vertices - 1)
+        found = vertex_ids[position] == query
+        source = np.flatnonzero(found)
+        target = position[found]
+        if sorter is not None:
+            source, target = sorter[source], sorter[target]
+        edges.append((source, target))
+    return inverse.reshape(-1), edges
 
 
 class PermutohedralLattice:
@@ -158,41 +213,26 @@ class PermutohedralLattice:
         remainders = np.arange(d + 1)[None, :, None]
         canonical = np.where(rank[:, None, :d] <= d - remainders, remainders, remainders - d - 1)
         keys = (rem0[:, None, :d] + canonical).reshape(n * (d + 1), d)
-        _, first, inverse = np.unique(_row_ids(keys), return_index=True, return_inverse=True)
-        vertex_keys = keys[first]
-        num_vertices = vertex_keys.shape[0]
+        inverse, edges = _lattice_vertices(keys)
+        num_vertices = int(inverse.max()) + 1
         self.num_vertices = num_vertices
 
         self.slice = sparse.csr_matrix(
-            (weights.reshape(-1).astype(np.float32), inverse.reshape(-1),
+            (weights.reshape(-1).astype(np.float32), inverse,
              np.arange(0, n * (d + 1) + 1, d + 1)),
             shape=(n, num_vertices),
         )
         self.splat = self.slice.T.tocsr()
 
-        # Neighbours along direction j: key - 1 + (d + 1) e_j (key - 1 for j = d) one way, and
-        # its inverse the other way; found by searching the sorted vertex ids.
-        neighbour_keys = []
-        for direction in range(d + 1):
-            neighbour = vertex_keys - 1
-            if direction < d:
-                neighbour[:, direction] += d + 1
-            neighbour_keys.append(neighbour)
-        ids = _row_ids(np.concatenate([vertex_keys, *neighbour_keys]))
-        vertex_ids = ids[:num_vertices]
-        sorter = np.argsort(vertex_ids)
-        sorted_ids = vertex_ids[sorter]
+        # Blur along direction j: each vertex gets its value plus half of each neighbour's.
         identity = np.arange(num_vertices)
+        ones = np.ones(num_vertices, dtype=np.float32)
         self.blurs = []
-        for direction in range(d + 1):
-            query = ids[num_vertices * (direction + 1): num_vertices * (direction + 2)]
-            position = np.minimum(np.searchsorted(sorted_ids, query), num_vertices - 1)
-            found = sorted_ids[position] == query
-            source, target = identity[found], sorter[position[found]]
+        for source, target in edges:
             half = np.full(source.size, 0.5, dtype=np.float32)
             self.blurs.append(
                 sparse.csr_matrix(
-                    (np.concatenate([np.ones(num_vertices, np.float32), half, half]),
+                    (np.concatenate([ones, half, half]),
                      (np.concatenate([identity, source, target]),
                       np.concatenate([identity, target, source]))),
                     shape=(num_vertices, num_vertices),

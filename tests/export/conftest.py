@@ -12,8 +12,8 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from keras_deconvnet.export import export_all, synthetic_images
 
+from keras_deconvnet.export import export_all, synthetic_images
 from keras_deconvnet.models import DeconvNet
 from keras_deconvnet.preprocessing import preprocess_images
 

@@ -3,6 +3,7 @@ import json
 import keras
 import numpy as np
 import pytest
+
 from keras_deconvnet.export import (
     DEFAULT_THRESHOLDS,
     FORMATS,

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from keras_deconvnet.export import common, export_saved_model, next_version
 from PIL import Image
+
+from keras_deconvnet.export import common, export_saved_model, next_version
 
 # Runs in a fresh interpreter: plain TensorFlow, keras_deconvnet never imported.
 LOAD_SCRIPT = textwrap.dedent(

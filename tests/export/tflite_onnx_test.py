@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+
 from keras_deconvnet.export import (
     TFLITE_GPU_OPS,
     check_gpu_ops,
@@ -184,7 +185,6 @@ def test_edge_preset_all_tflite_variants(tmp_path, capsys):
     """The phone configuration (224x224): every TFLite variant converts, GPU ops only."""
     keras.utils.set_random_seed(0)
     from keras_deconvnet.export import synthetic_images
-
     from keras_deconvnet.models import DeconvNet
 
     model = DeconvNet.from_preset("deconvnet_edge")
