@@ -55,7 +55,7 @@ def save_overlay(
     palette=None,
     title: str | None = None,
 ) -> Path:
-    """Writes the image, the overlay and a legend of the classes present, as a PNG."""
+    """Writes the image, the overlay, the label map and a legend of the classes present."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -65,12 +65,14 @@ def save_overlay(
     palette = np.asarray(voc_palette() if palette is None else palette, np.uint8)
     present = [int(c) for c in np.unique(labels) if c != 255]
     height, width = np.asarray(labels).shape
-    fig_w = 8.0
-    fig, axes = plt.subplots(1, 2, figsize=(fig_w, fig_w / 2 * height / width + 0.8))
+    fig_w = 10.5
+    fig, axes = plt.subplots(1, 3, figsize=(fig_w, fig_w / 3 * height / width + 0.9))
     axes[0].imshow(image)
     axes[0].set_title("image")
     axes[1].imshow(overlay(image, labels, palette))
     axes[1].set_title(title or "segmentation")
+    axes[2].imshow(colorize(labels, palette))
+    axes[2].set_title("labels")
     for ax in axes:
         ax.axis("off")
     handles = [

@@ -1,0 +1,93 @@
+"""End-to-end runs of train, evaluate and predict through the CLI on tiny settings."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_deconvnet.cli import main
+from keras_deconvnet.data import SYNTHETIC_INFO
+from keras_deconvnet.models import DeconvNet, FCN8s
+
+CONFIG = dict(num_classes=SYNTHETIC_INFO.num_classes, image_shape=(64, 64, 3),
+              block_filters=(4, 4, 8, 8, 8), fc_units=16)
+
+
+@pytest.fixture(scope="module")
+def saved_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    DeconvNet(**CONFIG, fc_kernel_size=2).save(root / "deconvnet.keras")
+    FCN8s(**CONFIG).save(root / "fcn8s.keras")
+    return root
+
+
+def test_train_resumes_and_reports(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--out", str(out), "--crop-size", "72", "--stage1-epochs", "1",
+            "--stage2-epochs", "1", "--steps-per-epoch", "2", "--num-examples", "8",
+            "--image-size", "80"]
+    assert main(args) == 0
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert (out / "deconvnet.keras").exists()
+    assert set(summary["history"]) == {"stage1", "stage2"}
+    assert 0.0 <= summary["validation"]["mean_iou"] <= 1.0
+    assert "mean IoU" in capsys.readouterr().out
+    # Running again finds both stages complete and does not train them again.
+    assert main(args) == 0
+    again = json.loads((out / "train_summary.json").read_text())
+    assert len(again["history"]["stage2"]["loss"]) == 1
+
+
+def test_train_bad_config_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert main(["train", "--out", str(tmp_path / "x"), "--config", str(bad)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.json" in err[0]
+
+
+def test_evaluate_all_methods(saved_models, tmp_path, capsys):
+    out = tmp_path / "eval"
+    code = main([
+        "evaluate", "--model", str(saved_models / "deconvnet.keras"),
+        "--fcn", str(saved_models / "fcn8s.keras"), "--num-examples", "2",
+        "--image-size", "80", "--top-n", "3", "--out", str(out),
+        "--methods", "whole", "proposals", "proposals_crf", "ensemble",
+    ])
+    assert code == 0
+    results = json.loads((out / "evaluation.json").read_text())
+    for method in ("whole", "proposals", "proposals_crf", "ensemble"):
+        assert 0.0 <= results[method]["mean_iou"] <= 1.0
+        assert (out / f"confusion_{method}.png").exists()
+    assert results["num_images"] == 2
+    assert "proposals_crf" in capsys.readouterr().out
+
+
+def test_evaluate_rejects_a_class_count_mismatch(tmp_path):
+    path = tmp_path / "m.keras"
+    DeconvNet(**{**CONFIG, "num_classes": 3}, fc_kernel_size=2).save(path)
+    assert main(["evaluate", "--model", str(path), "--num-examples", "1"]) == 1
+
+
+def test_predict_writes_pictures_and_skips_bad_files(saved_models, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    Image.fromarray(np.zeros((50, 70, 3), np.uint8)).save(images / "rgb.jpg")
+    Image.fromarray(np.full((40, 30), 60000, np.uint16)).save(images / "deep.png")
+    Image.fromarray(np.zeros((40, 30, 4), np.uint8)).save(images / "alpha.png")
+    (images / "broken.png").write_bytes(b"\x89PNG not really")
+    out = tmp_path / "pred"
+    code = main([
+        "predict", *(str(images / n) for n in ("rgb.jpg", "broken.png", "deep.png",
+                                                "alpha.png")),
+        "--model", str(saved_models / "deconvnet.keras"), "--out", str(out),
+        "--top-n", "3",
+    ])
+    assert code == 1  # one file failed, the others were processed
+    report = json.loads((out / "predictions.json").read_text())
+    assert [f["image"].split("/")[-1] for f in report["failures"]] == ["broken.png"]
+    assert len(report["predictions"]) == 3
+    labels = Image.open(out / "rgb_labels.png")
+    assert labels.mode == "P" and labels.size == (70, 50)
+    assert Image.open(out / "deep_overlay.png").size[0] > 0
