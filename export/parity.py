@@ -29,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_deconvnet.export import common
+from keras_deconvnet.metrics import confusion_matrix, iou_from_confusion
 
 # Minimum label agreement with Keras (% of pixels) per format: floors that catch a
 # broken conversion (which agrees on about 1/num_classes of the pixels), not accuracy
@@ -73,35 +74,6 @@ class ParityReport:
         return self.table
 
 
-def confusion_matrix(
-    y_true, y_pred, num_classes: int, ignore_label: int | None = IGNORE_LABEL
-) -> np.ndarray:
-    """`(num_classes, num_classes)` pixel counts, rows = truth, columns = prediction.
-
-    Example:
-
-    >>> confusion_matrix([0, 1, 1, 255], [0, 1, 0, 1], 2).tolist()
-    [[1, 0], [1, 1]]
-    """
-    y_true = np.asarray(y_true).reshape(-1).astype(np.int64)
-    y_pred = np.asarray(y_pred).reshape(-1).astype(np.int64)
-    if y_true.shape != y_pred.shape:
-        raise ValueError(
-            "`y_true` and `y_pred` must have the same number of pixels. "
-            f"Received: {y_true.size} and {y_pred.size}"
-        )
-    keep = np.ones_like(y_true, bool) if ignore_label is None else y_true != ignore_label
-    y_true, y_pred = y_true[keep], y_pred[keep]
-    if y_true.size and (y_true.min() < 0 or y_true.max() >= num_classes):
-        raise ValueError(
-            f"`y_true` must hold labels in [0, {num_classes}) or {ignore_label}. "
-            f"Received: min={y_true.min()}, max={y_true.max()}"
-        )
-    y_pred = np.clip(y_pred, 0, num_classes - 1)
-    counts = np.bincount(y_true * num_classes + y_pred, minlength=num_classes**2)
-    return counts.reshape(num_classes, num_classes)
-
-
 def mean_iou(
     y_true, y_pred, num_classes: int, ignore_label: int | None = IGNORE_LABEL
 ) -> float:
@@ -112,13 +84,8 @@ def mean_iou(
     >>> round(mean_iou([0, 0, 1, 1], [0, 1, 1, 1], 2), 2)
     58.33
     """
-    matrix = confusion_matrix(y_true, y_pred, num_classes, ignore_label)
-    intersection = np.diag(matrix).astype(np.float64)
-    union = matrix.sum(0) + matrix.sum(1) - np.diag(matrix)
-    present = union > 0
-    if not present.any():
-        return 100.0
-    return float(100.0 * np.mean(intersection[present] / union[present]))
+    result = iou_from_confusion(confusion_matrix(y_true, y_pred, num_classes, ignore_label))
+    return 100.0 if np.isnan(result["mean_iou"]) else float(100.0 * result["mean_iou"])
 
 
 def runtime_for(format_name: str) -> str:

@@ -58,3 +58,20 @@ def test_quickstart_end_to_end(tmp_path):
     assert set(summary["validation_mean_iou"]) == {"whole", "proposals"}
     assert {row["format"] for row in summary["parity"]} >= {"saved_model", "tflite_float32"}
     assert "Artefacts:" in result.stdout
+
+
+def test_loading_a_saved_model_needs_only_the_package_import(tmp_path):
+    from keras_deconvnet.models import DeconvNet
+
+    DeconvNet(num_classes=3, image_shape=(64, 64, 3), block_filters=(4, 4, 8, 8, 8),
+              fc_units=16, fc_kernel_size=2).save(tmp_path / "m.keras")
+    code = ("import keras, keras_deconvnet; "
+            f"print(type(keras.saving.load_model({str(tmp_path / 'm.keras')!r})).__name__)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "DeconvNet", result.stderr[-2000:]
+
+
+def test_commands_run_without_tensorflow_noise(tmp_path):
+    result = _deconvnet("presets")
+    assert result.returncode == 0
+    assert "oneDNN" not in result.stderr and "I0000" not in result.stderr
