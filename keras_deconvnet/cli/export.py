@@ -6,15 +6,8 @@ import argparse
 from pathlib import Path
 
 from keras_deconvnet.cli import CommandError
+from keras_deconvnet.export.pipeline import FORMATS
 
-FORMATS = (
-    "saved_model",
-    "tflite_float32",
-    "tflite_float16",
-    "tflite_dynamic",
-    "tflite_int8",
-    "onnx",
-)
 FLOAT_FORMATS = ("saved_model", "tflite_float32", "onnx")
 PRESET_FLOAT_THRESHOLD = 95.0
 

@@ -78,9 +78,3 @@ def test_cli_refuses_non_empty_out_and_missing_model(tmp_path):
     with pytest.raises(CommandError, match="must be a .keras file"):
         _run(["--model", str(tmp_path / "missing.keras"), "--out", str(tmp_path / "new")])
     assert not (tmp_path / "new").exists()
-
-
-def test_cli_formats_match_the_api():
-    from keras_deconvnet.export import FORMATS
-
-    assert export_command.FORMATS == FORMATS
