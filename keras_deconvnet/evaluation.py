@@ -41,6 +41,7 @@ def evaluate_methods(
     crf=None,
     max_examples: int | None = None,
     verbose: int = 1,
+    total: int | None = None,
 ) -> dict:
     """Mean IoU of each method over a dataset (VOC devkit rules, 255 ignored).
 
@@ -59,6 +60,8 @@ def evaluate_methods(
             methods; defaults to `keras_deconvnet.inference.crf.dense_crf`.
         max_examples: stop after this many images.
         verbose: 1 shows a progress bar.
+        total: number of examples, for the progress bar (when `examples` has no
+            length).
 
     Returns:
         `{method: iou_from_confusion(...) + {"confusion_matrix": list}}` plus
@@ -77,7 +80,11 @@ def evaluate_methods(
 
         ensemble = EnsembleSegmenter([model, fcn])
     matrices = {m: np.zeros((num_classes, num_classes), np.int64) for m in methods}
-    progress = keras.utils.Progbar(max_examples, verbose=verbose, unit_name="image")
+    if total is None and hasattr(examples, "__len__"):
+        total = len(examples)
+    if max_examples is not None:
+        total = min(total, max_examples) if total is not None else max_examples
+    progress = keras.utils.Progbar(total, verbose=verbose, unit_name="image")
     count = 0
     for example in examples:
         if max_examples is not None and count >= max_examples:

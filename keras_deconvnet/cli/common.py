@@ -65,6 +65,12 @@ def add_dataset_args(parser: argparse.ArgumentParser, default_split: str = "val"
     group.add_argument("--seed", type=int, default=0, help="seed of the synthetic data")
 
 
+def dataset_length(dataset) -> int | None:
+    """Number of examples when known (for progress bars), else None."""
+    cardinality = int(dataset.cardinality())
+    return cardinality if cardinality >= 0 else None
+
+
 def build_dataset(args, split: str | None = None):
     """`(dataset, DatasetInfo)` for the command's `--dataset` arguments."""
     from keras_deconvnet import data
@@ -74,9 +80,11 @@ def build_dataset(args, split: str | None = None):
         if split not in ("train", "val"):
             raise CommandError(f"the synthetic data has splits train and val, not {split!r}")
         count = args.num_examples or (512 if split == "train" else 64)
+        import tensorflow as tf
+
         ds = data.synthetic_dataset(
             split, count, image_size=(args.image_size, args.image_size), seed=args.seed
-        )
+        ).apply(tf.data.experimental.assert_cardinality(count))
         return ds, data.SYNTHETIC_INFO
     if args.dataset == "voc":
         if not args.data_dir:

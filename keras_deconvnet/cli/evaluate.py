@@ -12,6 +12,7 @@ from keras_deconvnet.cli.common import (
     add_dataset_args,
     add_model_args,
     build_dataset,
+    dataset_length,
     load_model,
     write_json,
 )
@@ -89,6 +90,7 @@ def run(args) -> int:
     results = evaluate_methods(
         model, dataset.as_numpy_iterator(), info.num_classes, methods=args.methods,
         fcn=fcn, top_n=args.top_n, aggregation=args.aggregation,
+        total=dataset_length(dataset),
     )
     print(f"\nMean IoU (%) on {args.dataset}/{args.split}, {results['num_images']} images:")
     print(comparison_table(results, args.methods, info.class_names))

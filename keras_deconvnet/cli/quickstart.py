@@ -81,7 +81,8 @@ def run(args) -> int:
 
     print(f"\n== 2/4 Evaluating on {args.val_examples} validation images")
     evaluation = evaluate_methods(model, val.as_numpy_iterator(), info.num_classes,
-                                  methods=("whole", "proposals"), top_n=args.top_n)
+                                  methods=("whole", "proposals"), top_n=args.top_n,
+                                  total=args.val_examples)
     methods = ["whole", "proposals"]
     print(comparison_table(evaluation, methods, info.class_names))
 

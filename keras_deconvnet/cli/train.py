@@ -6,7 +6,12 @@ import argparse
 import json
 
 from keras_deconvnet.cli import CommandError
-from keras_deconvnet.cli.common import add_dataset_args, build_dataset, write_json
+from keras_deconvnet.cli.common import (
+    add_dataset_args,
+    build_dataset,
+    dataset_length,
+    write_json,
+)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -106,7 +111,8 @@ def run(args) -> int:
     }
     if val is not None:
         evaluation = evaluate_methods(result.model, val.as_numpy_iterator(),
-                                      info.num_classes, methods=("whole",))
+                                      info.num_classes, methods=("whole",),
+                                      total=dataset_length(val))
         print(f"\nValidation ({args.dataset}/{args.val_split}, whole-image inference):")
         print(comparison_table(evaluation, ["whole"], info.class_names))
         summary["validation"] = evaluation["whole"]
