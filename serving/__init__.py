@@ -1,4 +1,53 @@
-"""Serving (installed as `keras_deconvnet.serving`): TF Serving layout, client, local server.
+"""Serving (installed as `keras_deconvnet.serving`): TF Serving deployment, client, local server.
 
-Nothing here yet: see the project's serving issue.
+- `layout.check_layout`: checks an export directory against what TF Serving expects
+  (`deconvnet serve --check DIR`).
+- `client.RestClient` / `client.GrpcClient`: predict over TF Serving's REST or gRPC
+  API from image files, encoded bytes or arrays; label maps come back as numpy.
+- `rest_server.RestServer` (+ `grpc_server.start_grpc_server`): a local server with
+  TF Serving's REST (and gRPC) API over `servables.ModelRepository`
+  (`deconvnet serve --model-base DIR`).
+- Deployment files for the real `tensorflow/serving`: `docker-run.sh`,
+  `models.config`, `batching_parameters.txt` (in this directory).
+
+Names are imported on first use, so the REST client does not load TensorFlow.
+
+Example:
+
+>>> from keras_deconvnet.serving import RestClient
+>>> client = RestClient("http://127.0.0.1:8501", model_name="deconvnet")
+>>> labels = client.predict_images(["cat.jpg"])[0]
 """
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "RestClient": "client",
+    "GrpcClient": "client",
+    "encode_image": "client",
+    "ServingError": "errors",
+    "ServingConnectionError": "errors",
+    "ServingTimeoutError": "errors",
+    "check_layout": "layout",
+    "LayoutReport": "layout",
+    "RestServer": "rest_server",
+    "ModelRepository": "servables",
+    "BatchingOptions": "batching",
+    "parse_batching_parameters": "batching",
+    "start_grpc_server": "grpc_server",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        module = importlib.import_module(f"keras_deconvnet.serving.{_EXPORTS[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module 'keras_deconvnet.serving' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted([*globals(), *_EXPORTS])

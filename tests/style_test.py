@@ -26,6 +26,7 @@ def test_readme_opens_with_the_two_commands():
     main_job, tests = commands[:2]
     assert '".[all]"' in main_job and "deconvnet quickstart" in main_job
     assert '".[test]"' in tests and tests.endswith(".venv/bin/pytest")
+    assert "tensorflow-serving-api" in tests  # the gRPC tests run in CI too
     # .ci/run takes that same line from the README.
     ci = (ROOT / ".ci" / "run").read_text()
     assert "README.md" in ci and "[test]" in ci

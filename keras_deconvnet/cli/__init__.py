@@ -11,7 +11,9 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("quickstart", "train", "evaluate", "predict", "export", "presets", "summary")
+COMMANDS = (
+    "quickstart", "train", "evaluate", "predict", "export", "serve", "presets", "summary",
+)
 
 
 class CommandError(Exception):

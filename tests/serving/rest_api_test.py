@@ -1,0 +1,192 @@
+"""Unit tests of the REST request/response format and of the batcher (no server)."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from keras_deconvnet.serving import rest_api
+from keras_deconvnet.serving.batching import (
+    Batcher,
+    BatchingOptions,
+    parse_batching_parameters,
+)
+from keras_deconvnet.serving.errors import ServingError
+from keras_deconvnet.serving.servables import TensorInfo
+
+
+class FakeSignature:
+    """A signature `x` (float32 (-1, 2)) -> `y = 2 x`, recording its batch sizes."""
+
+    name = "serving_default"
+
+    def __init__(self, string=False, delay=0.0):
+        dtype = np.dtype(object) if string else np.dtype("float32")
+        self.inputs = {"x": TensorInfo("x", dtype, (None,) if string else (None, 2))}
+        self.outputs = {"y": TensorInfo("y", np.dtype("float32"), (None, 2))}
+        self.batches = []
+        self.delay = delay
+
+    def split(self, outputs, start, rows):
+        return {k: v[start:start + rows] for k, v in outputs.items()}
+
+    def __call__(self, inputs):
+        x = inputs["x"]
+        self.batches.append(len(x))
+        time.sleep(self.delay)
+        if np.isnan(x).any():
+            raise ServingError("NaN input")
+        return {"y": 2 * x}
+
+
+def test_row_and_columnar_requests():
+    signature = FakeSignature()
+    inputs, rows = rest_api.parse_predict_request({"instances": [[1, 2], [3, 4]]}, signature)
+    assert rows and inputs == {"x": [[1, 2], [3, 4]]}
+    inputs, rows = rest_api.parse_predict_request(
+        {"instances": [{"x": [1, 2]}, {"x": [3, 4]}]}, signature
+    )
+    assert rows and inputs == {"x": [[1, 2], [3, 4]]}
+    inputs, rows = rest_api.parse_predict_request({"inputs": {"x": [[1, 2]]}}, signature)
+    assert not rows and inputs == {"x": [[1, 2]]}
+    inputs, rows = rest_api.parse_predict_request({"inputs": [[1, 2]]}, signature)
+    assert not rows and inputs == {"x": [[1, 2]]}
+
+
+def test_b64_strings_decode_to_bytes():
+    signature = FakeSignature(string=True)
+    inputs, _ = rest_api.parse_predict_request(
+        {"instances": [{"b64": "aGk="}, "plain"]}, signature
+    )
+    assert inputs["x"].dtype == object and list(inputs["x"]) == [b"hi", b"plain"]
+    with pytest.raises(ServingError, match="base64"):
+        rest_api.parse_predict_request({"instances": [{"b64": "a"}]}, signature)
+
+
+@pytest.mark.parametrize("request_body, message", [
+    ({}, "Missing 'inputs' or 'instances' key"),
+    ({"instances": []}, "non-empty"),
+    ({"instances": [{"x": [1, 2]}, [3, 4]]}, "Mixed instances"),
+    ({"instances": [{"x": [1, 2]}, {"z": [3, 4]}]}, "same inputs"),
+])
+def test_malformed_requests(request_body, message):
+    with pytest.raises(ServingError, match=message) as info:
+        rest_api.parse_predict_request(request_body, FakeSignature())
+    assert info.value.http_status == 400
+
+
+def test_responses_have_tf_serving_shapes():
+    outputs = {"labels": np.zeros((2, 1), np.int32), "scores": np.ones((2, 1), np.float32)}
+    assert rest_api.format_predict_response(outputs, row_format=True) == {
+        "predictions": [{"labels": [0], "scores": [1.0]}, {"labels": [0], "scores": [1.0]}]
+    }
+    assert rest_api.format_predict_response(outputs, row_format=False) == {
+        "outputs": {"labels": [[0], [0]], "scores": [[1.0], [1.0]]}
+    }
+    single = {"labels": np.array([[1], [2]])}
+    assert rest_api.format_predict_response(single, True) == {"predictions": [[1], [2]]}
+    assert rest_api.format_predict_response(single, False) == {"outputs": [[1], [2]]}
+    encoded = {"image_bytes": np.array([b"hi"], dtype=object)}
+    assert rest_api.format_predict_response(encoded, True) == {
+        "predictions": [{"b64": "aGk="}]
+    }
+
+
+def test_decode_json_errors():
+    with pytest.raises(ServingError, match="JSON Parse error"):
+        rest_api.decode_json(b"{")
+    with pytest.raises(ServingError, match="JSON Parse error"):
+        rest_api.decode_json(b"\xff\xfe")
+
+
+def test_batching_parameters_file_format():
+    options = parse_batching_parameters(
+        "# comment\nmax_batch_size { value: 16 }\nbatch_timeout_micros { value: 1000 }\n"
+        "num_batch_threads { value: 2 }\nallowed_batch_sizes: 4\n"
+    )
+    assert options == BatchingOptions(16, 1000, 2, 64)
+    with pytest.raises(ValueError, match="max_batch_size"):
+        parse_batching_parameters("max_batch_size { value: 0 }")
+
+
+def test_batcher_batches_concurrent_requests_and_isolates_failures():
+    signature = FakeSignature(delay=0.02)
+    batcher = Batcher(signature, BatchingOptions(max_batch_size=8, batch_timeout_micros=20000))
+    results, errors = {}, {}
+
+    def call(i):
+        x = np.full((1, 2), np.nan if i == 5 else i, np.float32)
+        try:
+            results[i] = batcher.submit({"x": x})["y"]
+        except ServingError as e:
+            errors[i] = e
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    batcher.close()
+    assert set(errors) == {5} and "NaN" in errors[5].message
+    for i, y in results.items():
+        np.testing.assert_array_equal(y, np.full((1, 2), 2 * i))
+    assert max(signature.batches) > 1  # concurrent requests shared a run
+
+
+def test_oversized_images_are_refused_from_their_header():
+    import io
+
+    from PIL import Image
+
+    from keras_deconvnet.serving.servables import check_image_sizes
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30)).save(buffer, "PNG")
+    images = np.array([buffer.getvalue(), b"not an image"], dtype=object)
+    check_image_sizes(images, max_pixels=1200)
+    with pytest.raises(ServingError, match="40x30 image, over the limit of 1199") as info:
+        check_image_sizes(images, max_pixels=1199)
+    assert info.value.http_status == 400
+
+
+def test_image_bytes_batches_are_cropped_back_to_each_request(export_base, util):
+    from keras_deconvnet.serving.servables import ModelRepository
+
+    repository = ModelRepository.from_base_dir(export_base, versions="latest")
+    servable = repository.get(util.MODEL)
+    signature = servable.signature("predict_image_bytes")
+    assert signature.batchable and signature.padded_by_image_sizes
+    assert servable.signature("serving_default").batchable
+    assert not servable.signature("serving_default").padded_by_image_sizes
+    encoded = [util.png_bytes(util.random_images(1, seed=s, size=size)[0])
+               for s, size in ((1, (20, 50)), (2, (45, 25)))]
+    alone = [signature({"image_bytes": np.array([e], dtype=object)}) for e in encoded]
+
+    class Spy:
+        batches = []
+
+        def __call__(self, inputs):
+            self.batches.append(len(inputs["image_bytes"]))
+            return signature(inputs)
+
+        def split(self, outputs, start, rows):
+            return signature.split(outputs, start, rows)
+
+    spy = Spy()
+    batcher = Batcher(spy, BatchingOptions(max_batch_size=2, batch_timeout_micros=5_000_000))
+    results = {}
+    threads = [
+        threading.Thread(target=lambda i=i: results.__setitem__(
+            i, batcher.submit({"image_bytes": np.array([encoded[i]], dtype=object)})))
+        for i in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    batcher.close()
+    assert spy.batches == [2]
+    for i in range(2):
+        np.testing.assert_array_equal(results[i]["image_sizes"], alone[i]["image_sizes"])
+        np.testing.assert_array_equal(results[i]["labels"], alone[i]["labels"])
