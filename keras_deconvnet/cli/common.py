@@ -17,9 +17,11 @@ DATASETS = ("synthetic", "voc", "pets")
 
 def add_model_args(parser: argparse.ArgumentParser, required: bool = False) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--model", help="a saved model (.keras file)")
+    group.add_argument("--model", help="a saved model: a .keras file or a preset directory")
     group.add_argument(
-        "--preset", help="a named configuration (untrained) when no --model is given"
+        "--preset",
+        help="a preset when no --model is given: a built-in name (untrained, see "
+        "`deconvnet presets`), a preset directory, or a kaggle:// / hf:// handle",
     )
     group.add_argument("--num-classes", type=int, default=None,
                        help="classes of a --preset model (default: the dataset's)")
@@ -33,15 +35,23 @@ def load_model(args, num_classes: int | None = None, image_shape=None):
         path = Path(args.model)
         if not path.exists():
             raise CommandError(f"model file not found: {path}")
+        if path.is_dir():
+            from keras_deconvnet.models import load_preset
+
+            return load_preset(str(path))
         if path.suffix != ".keras":
-            raise CommandError(f"--model must be a .keras file saved by Keras 3: {path}")
+            raise CommandError(
+                f"--model must be a .keras file saved by Keras 3 or a preset directory: {path}"
+            )
         try:
             return keras.saving.load_model(path, safe_mode=True)
         except Exception as e:  # Keras raises many types for corrupt archives.
             raise CommandError(f"could not load {path}: {e}") from None
     if getattr(args, "preset", None):
-        from keras_deconvnet.models import DeconvNet
+        from keras_deconvnet.models import DeconvNet, load_preset
 
+        if args.preset not in DeconvNet.presets():
+            return load_preset(args.preset)
         overrides = {}
         if (args.num_classes or num_classes) is not None:
             overrides["num_classes"] = args.num_classes or num_classes

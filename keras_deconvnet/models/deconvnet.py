@@ -6,6 +6,7 @@ import keras
 
 from keras_deconvnet.layers import MaxPoolWithArgmax, Unpool
 from keras_deconvnet.models import deconvnet_presets
+from keras_deconvnet.models.preset_io import PresetModel, register_presets
 
 VGG16_BLOCK_FILTERS = (64, 128, 256, 512, 512)
 VGG16_BLOCK_DEPTHS = (2, 2, 3, 3, 3)
@@ -32,7 +33,7 @@ def _decoder_filters(block_filters, block_depths, block):
 
 
 @keras.saving.register_keras_serializable(package="keras_deconvnet")
-class DeconvNet(keras.Model):
+class DeconvNet(PresetModel):
     """DeconvNet: VGG16-BN encoder with pooling switches, fc6/fc7, mirrored decoder.
 
     The encoder is VGG16's convolutions, each followed by BatchNorm and ReLU; every
@@ -46,8 +47,9 @@ class DeconvNet(keras.Model):
 
     The paper's configuration (`DeconvNet.from_preset("deconvnet_vgg16_voc")`, the
     defaults here) has about 252M parameters, 103M each in fc6 and deconv_fc6.
-    `DeconvNet.presets` lists the named configurations, including small ones for
-    phones and edge GPUs.
+    `DeconvNet.presets()` lists the named configurations, including small ones for
+    phones and edge GPUs. `model.save_to_preset(path)` writes a trained model as a
+    keras-hub-style preset directory that `DeconvNet.from_preset(path)` loads.
 
     Inputs are float images preprocessed as for Keras's VGG16 ("caffe": BGR, mean
     subtracted); see `keras_deconvnet.preprocessing`. Any height and width work as
@@ -81,6 +83,10 @@ class DeconvNet(keras.Model):
     >>> model.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(
     ...     from_logits=True, ignore_class=255))
     >>> _ = model.fit(np.zeros((2, 64, 64, 3)), np.zeros((2, 64, 64)), verbose=0)
+    >>> import tempfile
+    >>> path = model.save_to_preset(tempfile.mkdtemp() + "/tiny")
+    >>> DeconvNet.from_preset(path).predict(np.zeros((1, 64, 64, 3)), verbose=0).shape
+    (1, 64, 64, 3)
     """
 
     def __init__(
@@ -165,29 +171,8 @@ class DeconvNet(keras.Model):
     def from_config(cls, config):
         return cls(**config)
 
-    @classmethod
-    def presets(cls) -> dict:
-        """The named configurations, `{name: {"metadata": ..., "config": ...}}`."""
-        return deconvnet_presets.DECONVNET_PRESETS
 
-    @classmethod
-    def from_preset(cls, preset: str, **overrides) -> DeconvNet:
-        """Builds a named configuration; keyword arguments override its config.
-
-        Args:
-            preset: a name from `DeconvNet.presets()`, e.g. `"deconvnet_vgg16_voc"`
-                (the paper's network) or `"deconvnet_edge"` (1/4 widths, fc 512).
-            **overrides: constructor arguments to change, e.g. `num_classes=3`.
-
-        Example:
-
-        >>> model = DeconvNet.from_preset("deconvnet_edge", num_classes=3)
-        >>> model.output_shape
-        (None, 224, 224, 3)
-        """
-        config = deconvnet_presets.preset_config(preset)
-        config.update(overrides)
-        return cls(**config)
+register_presets(deconvnet_presets.DECONVNET_PRESETS, DeconvNet)
 
 
 def _validate(num_classes, image_shape, block_filters, block_depths, fc_units,

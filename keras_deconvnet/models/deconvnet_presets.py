@@ -1,4 +1,9 @@
-"""Named DeconvNet configurations: the paper's network and smaller ones for the edge."""
+"""Named DeconvNet configurations: the paper's network and smaller ones for the edge.
+
+Plain data, as keras-hub's `*_presets.py`: `{name: {"metadata", "config"}}`, plus an
+optional `"handle"` (a preset directory or hub handle with trained weights) that
+`DeconvNet.from_preset(name)` then loads. `deconvnet.py` registers them.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,8 @@ DECONVNET_PRESETS = {
             "description": (
                 "The paper's DeconvNet: VGG16-BN encoder, fc6 7x7/4096, fc7 1x1/4096, "
                 "mirrored decoder, 21 PASCAL VOC classes, 224x224 input. Untrained "
-                "unless weights are loaded (encoder: `load_vgg16_weights`)."
+                "unless weights are given: `from_preset(name, weights='imagenet')` "
+                "(VGG16 encoder) or a `.weights.h5` file."
             ),
             "params": 251_839_061,
             "path": "deconvnet",

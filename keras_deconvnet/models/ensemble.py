@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import keras
 
+from keras_deconvnet.models.preset_io import PresetModel
+
 ENSEMBLE_MODES = ("mean", "product")
 
 
 @keras.saving.register_keras_serializable(package="keras_deconvnet")
-class EnsembleSegmenter(keras.Model):
+class EnsembleSegmenter(PresetModel):
     """Combines segmentation models' per-pixel class probabilities (EDeconvNet).
 
     `mode="mean"` (default) averages the members' softmax probabilities, as the
@@ -32,6 +34,10 @@ class EnsembleSegmenter(keras.Model):
     ...     [DeconvNet(**config, fc_kernel_size=2), FCN8s(**config)])
     >>> ensemble.output_shape
     (None, 64, 64, 3)
+    >>> import tempfile
+    >>> path = ensemble.save_to_preset(tempfile.mkdtemp() + "/edeconvnet")
+    >>> EnsembleSegmenter.from_preset(path).mode
+    'mean'
     """
 
     def __init__(self, members, mode: str = "mean", member_outputs: str = "logits", **kwargs):

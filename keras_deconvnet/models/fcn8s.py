@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_deconvnet.models.deconvnet import VGG16_BLOCK_DEPTHS, VGG16_BLOCK_FILTERS, _validate
+from keras_deconvnet.models.preset_io import PresetModel
 
 
 @keras.saving.register_keras_serializable(package="keras_deconvnet")
@@ -43,7 +44,7 @@ def _bilinear_kernel(size: int, channels: int) -> np.ndarray:
 
 
 @keras.saving.register_keras_serializable(package="keras_deconvnet")
-class FCN8s(keras.Model):
+class FCN8s(PresetModel):
     """FCN-8s: VGG16 encoder, fc6/fc7, and skip connections from pool3 and pool4.
 
     Scores from fc7 are upsampled 2x (bilinear-initialised transposed convolution),
@@ -73,6 +74,10 @@ class FCN8s(keras.Model):
     ...               block_filters=(8, 8, 8, 8, 8), fc_units=16)
     >>> model.predict(np.zeros((1, 64, 64, 3)), verbose=0).shape
     (1, 64, 64, 3)
+    >>> import tempfile
+    >>> path = model.save_to_preset(tempfile.mkdtemp() + "/fcn")
+    >>> FCN8s.from_preset(path).count_params() == model.count_params()
+    True
     """
 
     def __init__(
