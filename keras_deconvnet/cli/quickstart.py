@@ -106,6 +106,13 @@ def run(args) -> int:
     if exported.report is not None:
         print(exported.report.table)
 
+    preset_dir = model.save_to_preset(
+        out / "preset", dataset_info=info, overwrite=True,
+        training_data=f"synthetic shapes, {args.train_examples} images {size[0]}x{size[1]}",
+        metrics={f"val_mean_iou_{m}": evaluation[m]["mean_iou"] for m in methods},
+        description="deconvnet quickstart model (two-stage recipe on synthetic shapes)",
+    )
+
     print("\n== 4/4 Drawing a prediction")
     example = examples[0]
     scores = predict_proposals(model, example["image"], top_n=args.top_n)
@@ -116,6 +123,7 @@ def run(args) -> int:
     seconds = time.perf_counter() - start
     artefacts = {
         "keras_model": result.model_path,
+        "preset": preset_dir,
         **{f"export_{k}": v for k, v in exported.paths.items()},
         "prediction_picture": picture,
         "tensorboard_logs": out / "train",

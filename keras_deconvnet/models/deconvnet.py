@@ -32,8 +32,34 @@ def _decoder_filters(block_filters, block_depths, block):
     return [width] * (depth - 1) + [below]
 
 
+class VGGSegmenterConfig:
+    """Config bookkeeping shared by `DeconvNet` and `FCN8s`, which take the same arguments.
+
+    `get_config()` returns exactly the constructor arguments (plus `name` and
+    `trainable`), so `from_config(get_config())` rebuilds the model.
+    """
+
+    CONFIG_KEYS = (
+        "num_classes", "image_shape", "block_filters", "block_depths", "fc_units",
+        "fc_kernel_size", "use_batch_norm", "activation",
+    )
+
+    def _set_config(self, **values):
+        for key in self.CONFIG_KEYS:
+            setattr(self, key, values[key])
+
+    def get_config(self):
+        config = {"name": self.name, "trainable": self.trainable}
+        config.update({key: getattr(self, key) for key in self.CONFIG_KEYS})
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
 @keras.saving.register_keras_serializable(package="keras_deconvnet")
-class DeconvNet(PresetModel):
+class DeconvNet(VGGSegmenterConfig, PresetModel):
     """DeconvNet: VGG16-BN encoder with pooling switches, fc6/fc7, mirrored decoder.
 
     The encoder is VGG16's convolutions, each followed by BatchNorm and ReLU; every
@@ -144,32 +170,11 @@ class DeconvNet(PresetModel):
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
         # === Config ===
-        self.num_classes = num_classes
-        self.image_shape = image_shape
-        self.block_filters = block_filters
-        self.block_depths = block_depths
-        self.fc_units = fc_units
-        self.fc_kernel_size = fc_kernel_size
-        self.use_batch_norm = use_batch_norm
-        self.activation = activation
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "num_classes": self.num_classes,
-            "image_shape": self.image_shape,
-            "block_filters": self.block_filters,
-            "block_depths": self.block_depths,
-            "fc_units": self.fc_units,
-            "fc_kernel_size": self.fc_kernel_size,
-            "use_batch_norm": self.use_batch_norm,
-            "activation": self.activation,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+        self._set_config(
+            num_classes=num_classes, image_shape=image_shape, block_filters=block_filters,
+            block_depths=block_depths, fc_units=fc_units, fc_kernel_size=fc_kernel_size,
+            use_batch_norm=use_batch_norm, activation=activation,
+        )
 
 
 register_presets(deconvnet_presets.DECONVNET_PRESETS, DeconvNet)

@@ -6,7 +6,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_deconvnet.models.deconvnet import VGG16_BLOCK_DEPTHS, VGG16_BLOCK_FILTERS, _validate
+from keras_deconvnet.models.deconvnet import (
+    VGG16_BLOCK_DEPTHS,
+    VGG16_BLOCK_FILTERS,
+    VGGSegmenterConfig,
+    _validate,
+)
 from keras_deconvnet.models.preset_io import PresetModel
 
 
@@ -44,7 +49,7 @@ def _bilinear_kernel(size: int, channels: int) -> np.ndarray:
 
 
 @keras.saving.register_keras_serializable(package="keras_deconvnet")
-class FCN8s(PresetModel):
+class FCN8s(VGGSegmenterConfig, PresetModel):
     """FCN-8s: VGG16 encoder, fc6/fc7, and skip connections from pool3 and pool4.
 
     Scores from fc7 are upsampled 2x (bilinear-initialised transposed convolution),
@@ -153,29 +158,8 @@ class FCN8s(PresetModel):
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
         # === Config ===
-        self.num_classes = num_classes
-        self.image_shape = image_shape
-        self.block_filters = block_filters
-        self.block_depths = block_depths
-        self.fc_units = fc_units
-        self.fc_kernel_size = fc_kernel_size
-        self.use_batch_norm = use_batch_norm
-        self.activation = activation
-
-    def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "num_classes": self.num_classes,
-            "image_shape": self.image_shape,
-            "block_filters": self.block_filters,
-            "block_depths": self.block_depths,
-            "fc_units": self.fc_units,
-            "fc_kernel_size": self.fc_kernel_size,
-            "use_batch_norm": self.use_batch_norm,
-            "activation": self.activation,
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+        self._set_config(
+            num_classes=num_classes, image_shape=image_shape, block_filters=block_filters,
+            block_depths=block_depths, fc_units=fc_units, fc_kernel_size=fc_kernel_size,
+            use_batch_norm=use_batch_norm, activation=activation,
+        )
