@@ -26,7 +26,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         epilog=(
             "Examples:\n  deconvnet quickstart\n"
             "  deconvnet quickstart --out runs/fast --stage1-epochs 1 --stage2-epochs 2 \\\n"
-            "      --steps-per-epoch 20 --formats saved_model tflite_int8\n"
+            "      --steps-per-epoch 20 --formats saved_model,tflite_int8\n"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -41,8 +41,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--steps-per-epoch", type=int, default=100)
     parser.add_argument("--learning-rate", type=float, default=0.05)
     parser.add_argument("--top-n", type=int, default=20, help="proposals per image")
-    parser.add_argument("--formats", nargs="+", default=list(EXPORT_FORMATS),
-                        help="export formats")
+    parser.add_argument("--formats", default=",".join(EXPORT_FORMATS),
+                        help="comma-separated export formats (as `deconvnet export`)")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(func=run)
     return parser
@@ -99,7 +99,7 @@ def run(args) -> int:
     resized = tf.image.resize(images, crop).numpy()
     resized_labels = tf.image.resize(labels[..., None], crop, "nearest").numpy()[..., 0]
     exported = export_all(
-        model, export_dir, formats=args.formats, name="deconvnet",
+        model, export_dir, formats=args.formats.split(","), name="deconvnet",
         class_names=info.class_names, representative_data=resized,
         parity_images=resized[:8], parity_labels=resized_labels[:8],
     )

@@ -1,7 +1,6 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -41,23 +40,6 @@ def test_bad_input_is_one_line_without_traceback():
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert "Unknown DeconvNet preset" in result.stderr.strip().splitlines()[-1]
-
-
-def test_quickstart_end_to_end(tmp_path):
-    out = tmp_path / "qs"
-    result = _deconvnet(
-        "quickstart", "--out", str(out), "--stage1-epochs", "1", "--stage2-epochs", "1",
-        "--steps-per-epoch", "2", "--train-examples", "8", "--val-examples", "3",
-        "--image-size", "96", "--crop-size", "80", "--top-n", "3",
-        "--formats", "saved_model", "tflite_float32",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    summary = json.loads((out / "summary.json").read_text())
-    for path in summary["artefacts"].values():
-        assert Path(path).exists(), path
-    assert set(summary["validation_mean_iou"]) == {"whole", "proposals"}
-    assert {row["format"] for row in summary["parity"]} >= {"saved_model", "tflite_float32"}
-    assert "Artefacts:" in result.stdout
 
 
 def test_loading_a_saved_model_needs_only_the_package_import(tmp_path):
