@@ -13,19 +13,11 @@ from collections.abc import Iterable, Sequence
 import keras
 import numpy as np
 
-from keras_deconvnet.inference.proposals import predict_proposals
+from keras_deconvnet.inference.proposals import normalise_scores, predict_proposals
 from keras_deconvnet.inference.whole_image import predict_whole_image
 from keras_deconvnet.metrics import confusion_matrix, iou_from_confusion
 
 METHODS = ("whole", "whole_crf", "proposals", "proposals_crf", "ensemble", "ensemble_crf")
-
-
-def _normalise_for_crf(scores: np.ndarray) -> np.ndarray:
-    """Aggregated scores to per-pixel distributions; uncovered pixels -> background."""
-    total = scores.sum(-1, keepdims=True)
-    background = np.zeros_like(scores)
-    background[..., 0] = 1.0
-    return np.where(total > 0, scores / np.maximum(total, 1e-12), background)
 
 
 def evaluate_methods(
@@ -104,7 +96,7 @@ def evaluate_methods(
                     )
             scores = cache[base]
             if method.endswith("_crf"):
-                scores = crf(image, _normalise_for_crf(scores))
+                scores = crf(image, normalise_scores(scores))
             matrices[method] += confusion_matrix(labels, scores.argmax(-1), num_classes)
         count += 1
         progress.update(count)

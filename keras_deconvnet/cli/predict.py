@@ -44,10 +44,10 @@ def run(args) -> int:
 
     from keras_deconvnet import visualize
     from keras_deconvnet.data import SYNTHETIC_INFO, VOC_INFO
-    from keras_deconvnet.evaluation import _normalise_for_crf
     from keras_deconvnet.inference import (
         ImageReadError,
         load_image,
+        normalise_scores,
         predict_proposals,
         predict_whole_image,
     )
@@ -83,7 +83,7 @@ def run(args) -> int:
         if args.crf:
             from keras_deconvnet.inference.crf import dense_crf
 
-            scores = dense_crf(image, _normalise_for_crf(scores))
+            scores = dense_crf(image, normalise_scores(scores))
         labels = scores.argmax(-1).astype("uint8")
         stem = Path(name).stem
         label_path = visualize.save_label_png(labels, out / f"{stem}_labels.png", palette)

@@ -10,6 +10,7 @@ from keras_deconvnet.inference.images import ImageReadError, load_image, to_rgb_
 from keras_deconvnet.inference.proposals import (
     aggregate_proposals,
     crop_proposals,
+    normalise_scores,
     predict_proposals,
 )
 from keras_deconvnet.inference.whole_image import (
@@ -26,6 +27,7 @@ __all__ = [
     "crop_proposals",
     "labels_from_scores",
     "load_image",
+    "normalise_scores",
     "predict_proposals",
     "predict_whole_image",
     "sliding_windows",

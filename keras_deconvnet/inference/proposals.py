@@ -84,6 +84,22 @@ def aggregate_proposals(
     return canvas
 
 
+def normalise_scores(scores: np.ndarray) -> np.ndarray:
+    """Aggregated scores to per-pixel distributions (for the CRF); uncovered pixels
+    (all zeros) become background.
+
+    Example:
+
+    >>> normalise_scores(np.array([[[0.0, 0.0], [0.2, 0.6]]])).tolist()
+    [[[1.0, 0.0], [0.25, 0.75]]]
+    """
+    scores = np.asarray(scores, np.float32)
+    total = scores.sum(-1, keepdims=True)
+    background = np.zeros_like(scores)
+    background[..., 0] = 1.0
+    return np.where(total > 0, scores / np.maximum(total, 1e-12), background)
+
+
 def crop_proposals(image: np.ndarray, boxes: np.ndarray, size: tuple[int, int]) -> tf.Tensor:
     """Warps each box of `image` to `size` (bilinear; aspect ratio not kept, as the paper)."""
     height, width = image.shape[:2]

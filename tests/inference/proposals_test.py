@@ -110,3 +110,12 @@ class TestWholeImage:
     def test_bad_mode(self):
         with pytest.raises(ValueError, match="mode"):
             predict_whole_image(DeconvNet(**TINY), np.zeros((64, 64, 3), np.uint8), mode="x")
+
+
+def test_normalise_scores_makes_distributions_and_background():
+    from keras_deconvnet.inference import normalise_scores
+
+    out = normalise_scores(np.array([[[0.0, 0.0, 0.0], [0.5, 0.3, 0.2]], [[2, 0, 2], [0, 1, 0]]]))
+    np.testing.assert_allclose(out.sum(-1), 1.0)
+    np.testing.assert_array_equal(out[0, 0], [1, 0, 0])
+    np.testing.assert_allclose(out[1, 0], [0.5, 0, 0.5])
