@@ -85,7 +85,9 @@ def _converter_for(model, image_shape, batch_size, include_preprocessing):
     # variables as resources (VAR_HANDLE/READ_VARIABLE ops) and not fold BatchNorm.
     concrete = tf.function(function, input_signature=[spec]).get_concrete_function()
     frozen = convert_variables_to_constants_v2(concrete)
-    return tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    # The frozen function captures no variables; an empty module as `trackable_obj`
+    # selects the current converter path (and silences its deprecation warning).
+    return tf.lite.TFLiteConverter.from_concrete_functions([frozen], tf.Module())
 
 
 def convert_to_tflite(

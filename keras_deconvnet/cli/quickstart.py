@@ -135,13 +135,13 @@ def run(args) -> int:
         "validation_mean_iou": {m: evaluation[m]["mean_iou"] for m in methods},
         "validation_pixel_accuracy": {m: evaluation[m]["pixel_accuracy"] for m in methods},
         "parity": exported.report.rows if exported.report is not None else None,
-        "artefacts": {k: str(v) for k, v in artefacts.items()},
+        "artefacts": {k: str(Path(v).resolve()) for k, v in artefacts.items()},
     }
     summary_path = write_json(summary, out / "summary.json")
     print(f"\nDone in {seconds / 60:.1f} min. Validation mean IoU: "
           + ", ".join(f"{m} {100 * evaluation[m]['mean_iou']:.1f}%" for m in methods))
     print("Artefacts:")
-    for name, path in artefacts.items():
+    for name, path in summary["artefacts"].items():
         print(f"  {name:<24} {path}")
-    print(f"  {'summary':<24} {summary_path}")
+    print(f"  {'summary':<24} {summary_path.resolve()}")
     return 0
