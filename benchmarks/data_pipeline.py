@@ -14,42 +14,17 @@ import argparse
 import json
 import os
 import platform
-import statistics
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # noqa: E402
 
-from keras_deconvnet.data import (  # noqa: E402
-    SlidingWindowProposals,
-    stage1_crops,
-    stage2_crops,
-    synthetic_dataset,
-)
+from keras_deconvnet.benchmarking import crops_per_second, pipeline_dataset  # noqa: E402
 
 
 def build(stage: int, crop_size: int, examples: int, image_size: int) -> tf.data.Dataset:
-    source = synthetic_dataset("train", examples, (image_size, image_size), seed=0)
-    resize_size = round(crop_size * 250 / 224)
-    if stage == 1:
-        crops = stage1_crops(source, crop_size, resize_size, seed=0)
-    else:
-        crops = stage2_crops(source, SlidingWindowProposals(), max_per_image=8,
-                             crop_size=crop_size, resize_size=resize_size, seed=0)
-    return crops.batch(32).prefetch(tf.data.AUTOTUNE)
-
-
-def crops_per_second(dataset: tf.data.Dataset, repeats: int) -> tuple:
-    def one_pass():
-        start = time.perf_counter()
-        count = sum(int(images.shape[0]) for images, _ in dataset)
-        return count, time.perf_counter() - start
-
-    one_pass()  # warm-up: tracing, thread pools
-    runs = [one_pass() for _ in range(repeats)]
-    count = runs[0][0]
-    return count, statistics.median(count / seconds for _, seconds in runs)
+    """The stage-1 or stage-2 crop pipeline, batched by 32 and prefetched."""
+    return pipeline_dataset(stage, crop_size, examples, image_size)
 
 
 def main(argv=None) -> int:

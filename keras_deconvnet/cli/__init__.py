@@ -12,7 +12,8 @@ import importlib
 import sys
 
 COMMANDS = (
-    "quickstart", "train", "evaluate", "predict", "export", "serve", "presets", "summary",
+    "quickstart", "train", "evaluate", "predict", "export", "serve", "benchmark", "presets",
+    "summary",
 )
 
 
