@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import keras
 
-from keras_deconvnet.layers import MaxPoolWithArgmax, Unpool
+from keras_deconvnet.layers import (
+    FullyConnectedConv2D,
+    FullyConnectedConv2DTranspose,
+    MaxPoolWithArgmax,
+    Unpool,
+)
 from keras_deconvnet.models import deconvnet_presets
 from keras_deconvnet.models.preset_io import PresetModel, register_presets
 
@@ -12,9 +17,10 @@ VGG16_BLOCK_FILTERS = (64, 128, 256, 512, 512)
 VGG16_BLOCK_DEPTHS = (2, 2, 3, 3, 3)
 
 
-def _conv_block(x, filters, kernel_size, name, use_batch_norm, padding="same"):
+def _conv_block(x, filters, kernel_size, name, use_batch_norm, padding="same",
+                conv=keras.layers.Conv2D):
     """Conv (or stride-1 "deconvolution") + BatchNorm + ReLU, named after the paper."""
-    x = keras.layers.Conv2D(filters, kernel_size, padding=padding, name=name)(x)
+    x = conv(filters, kernel_size, padding=padding, name=name)(x)
     if use_batch_norm:
         x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
@@ -146,9 +152,11 @@ class DeconvNet(VGGSegmenterConfig, PresetModel):
             x, block_switches = MaxPoolWithArgmax(name=f"block{block}_pool")(x)
             switches.append(block_switches)
 
-        x = _conv_block(x, fc_units, fc_kernel_size, "fc6", use_batch_norm, "valid")
-        x = _conv_block(x, fc_units, 1, "fc7", use_batch_norm)
-        x = keras.layers.Conv2DTranspose(
+        # fc6, fc7 and deconv_fc6 run as matmuls when pool5 is fc_kernel_size wide.
+        x = _conv_block(x, fc_units, fc_kernel_size, "fc6", use_batch_norm, "valid",
+                        conv=FullyConnectedConv2D)
+        x = _conv_block(x, fc_units, 1, "fc7", use_batch_norm, conv=FullyConnectedConv2D)
+        x = FullyConnectedConv2DTranspose(
             block_filters[-1], fc_kernel_size, padding="valid", name="deconv_fc6"
         )(x)
         if use_batch_norm:

@@ -1,0 +1,99 @@
+"""fc6/fc7 and deconv-fc6 as matrix multiplies when the feature map is the kernel's size.
+
+At the paper's 224x224 input, pool5 is 7x7, so fc6 (7x7, valid) sees exactly one
+window, fc7 (1x1) a 1x1 map and deconv-fc6 a 1x1 input: each is a fully connected layer.
+As convolutions they are memory-bound on CPU (a third of the paper network's time for
+0.3% of its MACs); as one matmul they run ~10x faster, and TFLite gets FULLY_CONNECTED,
+which the GPU delegate runs. The weights keep the convolution shapes, so checkpoints
+and presets are unchanged, and larger inputs fall back to the convolution.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+def _is_plain(layer) -> bool:
+    return (
+        tuple(layer.strides) == (1, 1)
+        and tuple(layer.dilation_rate) == (1, 1)
+        and layer.data_format == "channels_last"
+        and getattr(layer, "groups", 1) == 1
+    )
+
+
+@keras.saving.register_keras_serializable(package="keras_deconvnet")
+class FullyConnectedConv2D(keras.layers.Conv2D):
+    """A `Conv2D` computed as one matmul when its input is exactly one kernel window.
+
+    Same arguments, weights and results as `keras.layers.Conv2D`; only the
+    computation differs, when the input's static height and width equal
+    `kernel_size` with `"valid"` padding (or the kernel is 1x1 on a 1x1 map).
+
+    Example:
+
+    >>> import numpy as np
+    >>> layer = FullyConnectedConv2D(8, 7, padding="valid")
+    >>> layer(np.zeros((2, 7, 7, 3), "float32")).shape
+    TensorShape([2, 1, 1, 8])
+    """
+
+    def _as_matmul(self, inputs) -> bool:
+        size = tuple(inputs.shape[1:3])
+        return (
+            _is_plain(self)
+            and size == tuple(self.kernel_size)
+            and (self.padding == "valid" or size == (1, 1))
+        )
+
+    def call(self, inputs):
+        if not self._as_matmul(inputs):
+            return super().call(inputs)
+        height, width, channels = inputs.shape[1:]
+        flat = tf.reshape(inputs, (-1, height * width * channels))
+        kernel = tf.reshape(self.kernel, (height * width * channels, self.filters))
+        outputs = tf.matmul(flat, kernel)
+        if self.use_bias:
+            outputs = outputs + self.bias
+        outputs = tf.reshape(outputs, (-1, 1, 1, self.filters))
+        return self.activation(outputs) if self.activation is not None else outputs
+
+
+@keras.saving.register_keras_serializable(package="keras_deconvnet")
+class FullyConnectedConv2DTranspose(keras.layers.Conv2DTranspose):
+    """A `Conv2DTranspose` computed as one matmul when its input is 1x1 (deconv-fc6).
+
+    With a 1x1 input, `"valid"` padding and stride 1, the output `(k, k, filters)` is
+    `x @ kernel^T` reshaped; the kernel is read transposed, not copied. Same
+    arguments, weights and results as `keras.layers.Conv2DTranspose`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> layer = FullyConnectedConv2DTranspose(4, 7, padding="valid")
+    >>> layer(np.zeros((2, 1, 1, 16), "float32")).shape
+    TensorShape([2, 7, 7, 4])
+    """
+
+    def _as_matmul(self, inputs) -> bool:
+        return (
+            _is_plain(self)
+            and tuple(inputs.shape[1:3]) == (1, 1)
+            and self.padding == "valid"
+            and self.output_padding is None
+        )
+
+    def call(self, inputs):
+        if not self._as_matmul(inputs):
+            return super().call(inputs)
+        channels = inputs.shape[-1]
+        height, width = self.kernel_size
+        flat = tf.reshape(inputs, (-1, channels))
+        # Keras keeps transposed-conv kernels as (kh, kw, filters, in_channels).
+        kernel = tf.reshape(self.kernel, (height * width * self.filters, channels))
+        outputs = tf.matmul(flat, kernel, transpose_b=True)
+        outputs = tf.reshape(outputs, (-1, height, width, self.filters))
+        if self.use_bias:
+            outputs = outputs + self.bias
+        return self.activation(outputs) if self.activation is not None else outputs
