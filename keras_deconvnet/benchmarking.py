@@ -378,11 +378,14 @@ def _ours_pool_unpool() -> Callable[[tf.Tensor], tf.Tensor]:
 
 
 def _forward_backward(fn: Callable) -> Callable:
+    # Returns the forward output too, as a training step uses it downstream: otherwise
+    # graph pruning drops the reference's scatter (its gradient is a gather that needs
+    # only the indices) and the comparison would time half of the reference.
     def step(x, dy):
         with tf.GradientTape() as tape:
             tape.watch(x)
             y = fn(x)
-        return tape.gradient(y, x, output_gradients=dy)
+        return y, tape.gradient(y, x, output_gradients=dy)
 
     return step
 
@@ -409,12 +412,14 @@ def bench_layers(config: SuiteConfig, log=print) -> list:
                     config, lambda f=forward, x=x: f(x).numpy(), config.warmup + 1
                 )["median_s"]
                 row[f"{name}_forward_backward_s"] = _timed(
-                    config, lambda f=both, x=x, dy=dy: f(x, dy).numpy(), config.warmup + 1
+                    config, lambda f=both, x=x, dy=dy: [t.numpy() for t in f(x, dy)],
+                    config.warmup + 1,
                 )["median_s"]
             # The same layers compiled by XLA, which fuses their elementwise ops.
             xla = tf.function(_forward_backward(ours), jit_compile=True)
             row["ours_xla_forward_backward_s"] = _timed(
-                config, lambda f=xla, x=x, dy=dy: f(x, dy).numpy(), config.warmup + 1
+                config, lambda f=xla, x=x, dy=dy: [t.numpy() for t in f(x, dy)],
+                config.warmup + 1,
             )["median_s"]
             row["forward_ratio"] = row["ours_forward_s"] / row["reference_forward_s"]
             row["forward_backward_ratio"] = (

@@ -67,10 +67,11 @@ class MaxPoolWithArgmax(keras.layers.Layer):
 
     def call(self, inputs):
         size = window_ops.spatial_size(inputs)
-        windows = window_ops.to_windows(inputs, self.pool_size, self.padding)
-        pooled = windows[0]
-        for window in windows[1:]:
-            pooled = tf.maximum(pooled, window)
+        fitted = window_ops.fit_to_windows(inputs, self.pool_size, self.padding)
+        windows = window_ops.to_windows(fitted, self.pool_size)
+        # One MAX_POOL_2D (a single fused kernel, TFLite builtin); its gradient goes to
+        # the first maximum of each window, as TF's argmax does.
+        pooled = tf.nn.max_pool2d(fitted, self.pool_size, self.pool_size, "VALID")
         # One switch per window, the first maximum in window order: a running product
         # of "no earlier position was the maximum" keeps the later ties at 0.
         switches = []

@@ -78,16 +78,20 @@ def _fit_axis(x, axis: int, pool_size: int, padding: str):
     return extended[:, :target] if axis == 1 else extended[:, :, :target]
 
 
-def to_windows(x, pool_size: int, padding: str) -> list:
-    """Splits `x` into `pool_size**2` window-position slices, row-major order."""
-    channels = x.shape[-1]
-    if channels is None:
+def fit_to_windows(x, pool_size: int, padding: str):
+    """Pads ("same") or crops ("valid") `x` to whole windows."""
+    if x.shape[-1] is None:
         raise ValueError(
             "The channel dimension of the inputs must be known. "
             f"Received: inputs.shape={tuple(x.shape)}"
         )
     x = _fit_axis(x, 1, pool_size, padding)
-    x = _fit_axis(x, 2, pool_size, padding)
+    return _fit_axis(x, 2, pool_size, padding)
+
+
+def to_windows(x, pool_size: int) -> list:
+    """Splits `x` (fitted to whole windows) into `pool_size**2` window-position
+    slices, row-major order."""
     stacked = tf.nn.space_to_depth(x, pool_size)
     return tf.split(stacked, pool_size * pool_size, axis=-1)
 
