@@ -150,6 +150,17 @@ def _finish(images, labels, preprocess):
     return images, labels
 
 
+def _crop_pipeline(dataset, crops, training, seed, preprocess):
+    """Per-example `crops` (a batch of crops each), flattened and finished."""
+    return (
+        _with_seeds(dataset, training, seed)
+        .map(crops, num_parallel_calls=tf.data.AUTOTUNE)
+        .unbatch()
+        .map(lambda images, labels: _finish(images, labels, preprocess),
+             num_parallel_calls=tf.data.AUTOTUNE)
+    )
+
+
 def stage1_crops(
     dataset: tf.data.Dataset,
     crop_size: int = 224,
@@ -217,13 +228,7 @@ def stage1_crops(
         mask = tf.where(ignored | ~valid, IGNORE_LABEL, mask)
         return images, mask
 
-    return (
-        _with_seeds(dataset, training, seed)
-        .map(crops, num_parallel_calls=tf.data.AUTOTUNE)
-        .unbatch()
-        .map(lambda images, labels: _finish(images, labels, preprocess),
-             num_parallel_calls=tf.data.AUTOTUNE)
-    )
+    return _crop_pipeline(dataset, crops, training, seed, preprocess)
 
 
 def stage2_crops(
@@ -329,10 +334,4 @@ def stage2_crops(
         mask = tf.where(valid, labels[..., 0], IGNORE_LABEL)
         return images, mask
 
-    return (
-        _with_seeds(dataset, training, seed)
-        .map(crops, num_parallel_calls=tf.data.AUTOTUNE)
-        .unbatch()
-        .map(lambda images, labels: _finish(images, labels, preprocess),
-             num_parallel_calls=tf.data.AUTOTUNE)
-    )
+    return _crop_pipeline(dataset, crops, training, seed, preprocess)
