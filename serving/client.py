@@ -140,8 +140,13 @@ class _BaseClient:
         Returns:
             int32 labels `(batch, height, width)`.
         """
-        outputs = self.predict({"images": _check_batch(images)}, signature_name)
+        outputs = self._predict_only(["labels"], {"images": _check_batch(images)},
+                                     signature_name)
         return outputs["labels"].astype(np.int32)
+
+    def _predict_only(self, names, inputs, signature_name):
+        """`predict`, asking for only `names` where the protocol allows (gRPC)."""
+        return self.predict(inputs, signature_name)
 
     def predict_images(
         self, images: Sequence[ImageLike], batch_size: int = 8
@@ -515,17 +520,5 @@ class GrpcClient(_BaseClient):
         response = self._call(self._prediction.Predict, request)
         return {k: from_tensor_proto(v) for k, v in response.outputs.items()}
 
-    def predict_labels(
-        self, images: np.ndarray, signature_name: str = DEFAULT_SIGNATURE
-    ) -> np.ndarray:
-        """Label maps of a float batch at the exported size (only `labels` is sent back).
-
-        Args:
-            images: `(batch, height, width, 3)` or `(height, width, 3)`, RGB 0-255.
-            signature_name: the signature taking `images`.
-
-        Returns:
-            int32 labels `(batch, height, width)`.
-        """
-        outputs = self.predict({"images": _check_batch(images)}, signature_name, ["labels"])
-        return outputs["labels"].astype(np.int32)
+    def _predict_only(self, names, inputs, signature_name):
+        return self.predict(inputs, signature_name, output_filter=names)
