@@ -2,9 +2,10 @@
 
 `tf.nn.max_pool_with_argmax` has no TFLite builtin, no XLA kernel on every device, and
 its flat int64 indices differ between CPU and GPU. This layer instead returns the
-switches as a one-hot mask over the input, computed from SPACE_TO_DEPTH, MAXIMUM,
-EQUAL, CAST, MUL and DEPTH_TO_SPACE, which convert to TFLite builtins that the GPU
-delegate accepts, and which `Unpool` turns back into exact argmax unpooling.
+switches as a mask over the input. The pooled values come from one MAX_POOL_2D; the
+mask from SPACE_TO_DEPTH, SPLIT, MAXIMUM, EQUAL, SELECT_V2, CONCATENATION and
+DEPTH_TO_SPACE, which are TFLite builtins the GPU delegate accepts and which stay in
+the integer domain in a fully quantized (int8) model.
 """
 
 from __future__ import annotations
@@ -22,9 +23,15 @@ class MaxPoolWithArgmax(keras.layers.Layer):
     The switches are a mask with the input's shape and dtype: 1 at the position that
     each window's maximum came from and 0 elsewhere. Exactly one switch is set per
     window; when several values in a window tie for the maximum (all-zero windows after
-    ReLU, repeated values after quantization) the first in row-major window order wins,
-    which is what `tf.nn.max_pool_with_argmax` picks. Feed the switches to
-    `keras_deconvnet.layers.Unpool` to place values back where they came from.
+    ReLU, repeated values after quantization, a window of `-inf`) the first in
+    row-major window order wins, which is what `tf.nn.max_pool_with_argmax` picks.
+    Feed the switches to `keras_deconvnet.layers.Unpool` to place values back where
+    they came from.
+
+    The mask is computed without multiplying values by 0/1 (which turns `inf` into
+    NaN): position `k` of a window is its switch when the running maximum of the
+    positions `0..k` first equals the window's maximum, a MAXIMUM, an EQUAL and a
+    SELECT_V2 per position.
 
     Args:
         pool_size: int, the window size and stride (windows do not overlap).
@@ -33,9 +40,8 @@ class MaxPoolWithArgmax(keras.layers.Layer):
             as the paper's network used) odd heights and widths get a partial last
             window at the bottom/right, so the pooled size is
             `ceil(size / pool_size)`; for `pool_size=2` this is exactly TensorFlow's
-            `"SAME"` (for larger windows TensorFlow may also pad at the top/left).
-            With `"valid"` the remainder rows and columns are dropped (their
-            switches are 0).
+            `"SAME"`. With `"valid"` the remainder rows and columns are dropped
+            (their switches are 0).
         **kwargs: base layer keyword arguments, such as `name` and `dtype`.
 
     Input shape:
@@ -43,7 +49,7 @@ class MaxPoolWithArgmax(keras.layers.Layer):
         may be unknown, channels must be known.
 
     Output shape:
-        A list `[pooled, switches]`: `pooled` is
+        A tuple `(pooled, switches)`: `pooled` is
         `(batch_size, pooled_height, pooled_width, channels)`, `switches` has the
         input's shape.
 
@@ -63,7 +69,10 @@ class MaxPoolWithArgmax(keras.layers.Layer):
         self.pool_size = window_ops.validate_pool_size(pool_size)
         self.padding = window_ops.validate_padding(padding)
         self.input_spec = keras.layers.InputSpec(ndim=4)
-        self.built = True
+
+    def build(self, input_shape):
+        window_ops.check_channels(input_shape)
+        self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: input_shape[-1]})
 
     def call(self, inputs):
         size = window_ops.spatial_size(inputs)
@@ -72,20 +81,22 @@ class MaxPoolWithArgmax(keras.layers.Layer):
         # One MAX_POOL_2D (a single fused kernel, TFLite builtin); its gradient goes to
         # the first maximum of each window, as TF's argmax does.
         pooled = tf.nn.max_pool2d(fitted, self.pool_size, self.pool_size, "VALID")
-        # One switch per window, the first maximum in window order: a running product
-        # of "no earlier position was the maximum" keeps the later ties at 0.
+        one = tf.ones([], pooled.dtype)
+        zero = tf.zeros([], pooled.dtype)
         switches = []
-        not_taken = None
+        running_max = None
+        reached_before = None
         for window in windows:
-            is_max = tf.cast(tf.equal(window, pooled), pooled.dtype)
-            if not_taken is None:
-                switches.append(is_max)
-                not_taken = 1.0 - is_max
-            else:
-                switches.append(is_max * not_taken)
-                not_taken = not_taken * (1.0 - is_max)
+            running_max = window if running_max is None else tf.maximum(running_max, window)
+            reached = tf.equal(running_max, pooled)
+            switch = tf.where(reached, one, zero)
+            if reached_before is not None:
+                # A later tie: the maximum was already reached at an earlier position.
+                switch = tf.where(reached_before, zero, switch)
+            switches.append(switch)
+            reached_before = reached
         switches = window_ops.from_windows(switches, self.pool_size, size)
-        return [pooled, tf.stop_gradient(switches)]
+        return pooled, tf.stop_gradient(switches)
 
     def compute_output_shape(self, input_shape):
         batch, height, width, channels = input_shape
@@ -95,7 +106,7 @@ class MaxPoolWithArgmax(keras.layers.Layer):
             window_ops.pooled_dim(width, self.pool_size, self.padding),
             channels,
         )
-        return [pooled_shape, tuple(input_shape)]
+        return pooled_shape, tuple(input_shape)
 
     def get_config(self):
         config = super().get_config()

@@ -16,9 +16,10 @@ class Unpool(keras.layers.Layer):
     included), so `Unpool()(y, switches)` equals scattering `y` to the indices of
     `tf.nn.max_pool_with_argmax`: a sparse, enlarged map that the following
     (de)convolutions densify. It is computed as a nearest-neighbour enlargement of `y`
-    (CONCATENATION + DEPTH_TO_SPACE) multiplied by the switch mask, so it converts
-    to TFLite builtins. Gradients flow to `y` at the switch positions only, as with
-    the scatter; the switches get none.
+    (CONCATENATION + DEPTH_TO_SPACE) from which a SELECT_V2 keeps the switch
+    positions, so it converts to TFLite builtins, stays exact for infinite values
+    (no `inf * 0`) and writes `+0.0` elsewhere, as the scatter does. Gradients flow to
+    `y` at the switch positions only; the switches get none.
 
     Args:
         pool_size: int, the `pool_size` of the `MaxPoolWithArgmax` that made the
@@ -45,20 +46,31 @@ class Unpool(keras.layers.Layer):
     def __init__(self, pool_size: int = 2, **kwargs):
         super().__init__(**kwargs)
         self.pool_size = window_ops.validate_pool_size(pool_size)
-        self.input_spec = keras.layers.InputSpec(ndim=4)
-        self.built = True
+
+    def build(self, inputs_shape, switches_shape):
+        window_ops.check_channels(inputs_shape)
+        self._check_shapes(inputs_shape, switches_shape)
 
     def call(self, inputs, switches):
-        self._check_shapes(inputs.shape, switches.shape)
-        switches = tf.cast(switches, inputs.dtype)
         enlarged = window_ops.from_windows(
             [inputs] * (self.pool_size**2),
             self.pool_size,
             window_ops.spatial_size(switches),
         )
-        return enlarged * switches
+        if switches.dtype == tf.bool:
+            keep = switches
+        else:
+            # Switches are exactly 0 or 1 (also after int8 quantization); 0.5 splits them.
+            keep = tf.greater(switches, tf.constant(0.5, switches.dtype))
+        return tf.where(keep, enlarged, tf.zeros([], enlarged.dtype))
 
     def _check_shapes(self, inputs_shape, switches_shape):
+        if len(inputs_shape) != 4 or len(switches_shape) != 4:
+            raise ValueError(
+                "`Unpool` takes 4D inputs and switches (batch, height, width, channels). "
+                f"Received: inputs.shape={tuple(inputs_shape)}, "
+                f"switches.shape={tuple(switches_shape)}"
+            )
         if inputs_shape[-1] is not None and switches_shape[-1] is not None:
             if inputs_shape[-1] != switches_shape[-1]:
                 raise ValueError(

@@ -37,6 +37,20 @@ def validate_padding(padding) -> str:
     return padding.lower()
 
 
+def check_channels(input_shape) -> None:
+    """Raises unless `input_shape` is 4D with a known channel dimension."""
+    if len(input_shape) != 4:
+        raise ValueError(
+            "The inputs must be 4D (batch, height, width, channels). "
+            f"Received: input_shape={tuple(input_shape)}"
+        )
+    if input_shape[-1] is None:
+        raise ValueError(
+            "The channel dimension of the inputs must be known. "
+            f"Received: input_shape={tuple(input_shape)}"
+        )
+
+
 def pooled_dim(size, pool_size: int, padding: str):
     """The pooled length of a spatial axis (`None` stays `None`)."""
     if size is None:

@@ -1,9 +1,10 @@
-"""Initialises a DeconvNet encoder from Keras's ImageNet VGG16 weights file, offline.
+"""Initialises a DeconvNet or FCN-8s encoder from Keras's ImageNet VGG16 weights, offline.
 
 The paper initialises the encoder (and fc6/fc7, as convolutions) from VGG16 trained on
 ImageNet. Keras publishes those weights as `.h5` files that `keras.applications.VGG16`
 caches under `~/.keras/models/`; this module reads such a file from disk and never
-downloads.
+downloads. Those weights were trained on BGR input (Caffe's convention); our networks
+take RGB, so conv1_1's input channels are reversed on the way in.
 """
 
 from __future__ import annotations
@@ -73,15 +74,18 @@ def _read_vgg16(path: Path) -> dict[str, list[np.ndarray]]:
 def load_vgg16_weights(
     model: keras.Model, weights: str | os.PathLike = "imagenet", load_fc: bool = True
 ) -> list[str]:
-    """Copies VGG16 weights into a DeconvNet's encoder (and fc6/fc7 when present).
+    """Copies VGG16 weights into an encoder (and fc6/fc7 when present and shaped so).
 
-    Encoder layers are matched by name (`block1_conv1` ... `block5_conv3`). When the
-    file has VGG16's classifier (`fc1`, `fc2`), fc6 and fc7 are initialised from it,
-    reshaped to 7x7 and 1x1 convolutions, as the paper did. The decoder is left as
-    initialised.
+    Encoder layers are matched by name (`block1_conv1` ... `block5_conv3`); the
+    kernel of `block1_conv1` gets its input channels reversed (BGR-trained weights,
+    RGB network). When the file has VGG16's classifier (`fc1`, `fc2`) and the
+    model's fc6 is 7x7 with 4096 units, fc6 and fc7 are initialised from it,
+    reshaped to 7x7 and 1x1 convolutions, as the paper did; an fc6 of another shape
+    (FCN-8s's "same" geometry keeps 7x7, a smaller configuration does not) is left
+    as initialised. The decoder and class layers are left as initialised.
 
     Args:
-        model: a `DeconvNet` whose encoder has VGG16's block structure.
+        model: a segmenter or backbone whose encoder has VGG16's block structure.
         weights: `"imagenet"` (Keras's cached file under `~/.keras/models/`) or a
             path to a VGG16 `.h5` weights file (with or without top).
         load_fc: bool, also initialise fc6/fc7 when the file has them. Defaults to
@@ -92,18 +96,23 @@ def load_vgg16_weights(
 
     Example:
 
-    >>> model = DeconvNet.from_preset("deconvnet_vgg16_voc")  # doctest: +SKIP
-    >>> load_vgg16_weights(model, "vgg16_notop.h5")  # doctest: +SKIP
+    >>> segmenter = DeconvNetImageSegmenter.from_preset(  # doctest: +SKIP
+    ...     "deconvnet_vgg16_voc")
+    >>> load_vgg16_weights(segmenter, "vgg16_notop.h5")  # doctest: +SKIP
     ['block1_conv1', ..., 'block5_conv3']
     """
     path = resolve_weights_path(weights)
     source = _read_vgg16(path)
+    backbone = getattr(model, "backbone", None) or model
     plan = []
     for name, arrays in source.items():
         if not name.startswith("block") or "_conv" not in name:
             continue
+        if name == "block1_conv1":
+            kernel, bias = arrays
+            arrays = [kernel[:, :, ::-1, :], bias]  # BGR-trained -> RGB input
         plan.append((name, arrays))
-    if load_fc and "fc1" in source:
+    if load_fc and "fc1" in source and _fc6_takes_vgg16(backbone):
         kernel, bias = source["fc1"]
         plan.append(("fc6", [kernel.reshape(7, 7, 512, kernel.shape[-1]), bias]))
         kernel, bias = source["fc2"]
@@ -113,7 +122,7 @@ def load_vgg16_weights(
     targets = []
     for name, arrays in plan:
         try:
-            layer = model.get_layer(name)
+            layer = backbone.get_layer(name)
         except ValueError:
             raise ValueError(
                 f"The model has no layer {name!r} to receive VGG16 weights; the encoder "
@@ -131,3 +140,11 @@ def load_vgg16_weights(
     for layer, arrays in targets:
         layer.set_weights(arrays)
     return [layer.name for layer, _ in targets]
+
+
+def _fc6_takes_vgg16(backbone) -> bool:
+    try:
+        kernel = backbone.get_layer("fc6").kernel
+    except (ValueError, AttributeError):
+        return False
+    return tuple(kernel.shape) == (7, 7, 512, 4096)
