@@ -1,7 +1,7 @@
 """Exporters (installed as `keras_deconvnet.export`): TF Serving, TFLite, ONNX, parity.
 
 Every artefact takes RGB float32 images in [0, 255] and applies
-`keras_deconvnet.preprocessing.preprocess_images` itself, and returns per-pixel class
+the segmenter's image converter itself, and returns per-pixel class
 probabilities (the SavedModel also returns the label map, and has a signature for
 encoded image bytes).
 

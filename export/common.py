@@ -1,9 +1,10 @@
 """Shared pieces of the exporters: model checks, the inference function, atomic writes.
 
 Every exported artefact (SavedModel, TFLite, ONNX) runs the same computation, built
-by `inference_function`: RGB float images in [0, 255] -> `preprocess_images` (the
-package's one preprocessing definition) -> the model -> softmax. Clients therefore
-send plain pixels and get per-pixel class probabilities, whatever the format.
+by `inference_function`: RGB float images in [0, 255] -> the segmenter's own image
+converter (its preprocessor's; the mean subtraction) -> the model -> softmax.
+Clients therefore send plain pixels and get per-pixel class probabilities, whatever
+the format.
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_deconvnet.preprocessing import PREPROCESSING, preprocess_images
+from keras_deconvnet.inference.proposals import preprocessor_of
 
 # What every artefact expects as input, written into the export configs.
 INPUT_DESCRIPTION = (
     "RGB float32 images in [0, 255], shape (batch, height, width, 3); the exported "
-    "model applies keras_deconvnet.preprocessing.preprocess_images itself."
+    "model applies the segmenter's image converter (mean subtraction) itself."
 )
 
 
@@ -45,8 +46,8 @@ def segmentation_shapes(
 
     Example:
 
-    >>> from keras_deconvnet.models import DeconvNet
-    >>> model = DeconvNet.from_preset("deconvnet_edge_small", num_classes=4)
+    >>> from keras_deconvnet.models import DeconvNetImageSegmenter
+    >>> model = DeconvNetImageSegmenter.from_preset("deconvnet_edge_small", num_classes=4)
     >>> segmentation_shapes(model, (96, 96))
     ((96, 96, 3), 4)
     """
@@ -111,12 +112,34 @@ def outputs_probabilities(model: keras.Model) -> bool:
     return activation == "softmax"
 
 
+def image_converter(model: keras.Model, image_size=None):
+    """The segmenter's image converter, cloned with `image_size` (`None`: no resize).
+
+    Exported graphs take images at their fixed input size, so their converter only
+    normalises; `predict_image_bytes` resizes with the same converter class.
+    """
+    converter = preprocessor_of(model).image_converter
+    config = converter.get_config()
+    config["image_size"] = tuple(image_size) if image_size is not None else None
+    return type(converter).from_config(config)
+
+
+def preprocessing_config(model: keras.Model) -> dict:
+    """The converter's config (scale, offset, interpolation), for export configs."""
+    config = preprocessor_of(model).image_converter.get_config()
+    keys = ("image_size", "scale", "offset", "interpolation", "antialias",
+            "crop_to_aspect_ratio")
+    return {"class_name": type(preprocessor_of(model).image_converter).__name__,
+            **{k: config.get(k) for k in keys}}
+
+
 def inference_function(model: keras.Model) -> Callable[[tf.Tensor], tf.Tensor]:
-    """RGB [0, 255] images -> class probabilities, through `preprocess_images`."""
+    """RGB [0, 255] images -> class probabilities, through the model's converter."""
     softmax = not outputs_probabilities(model)
+    normalise = image_converter(model)
 
     def probabilities(images):
-        outputs = model(preprocess_images(images), training=False)
+        outputs = model(normalise(images), training=False)
         outputs = tf.cast(outputs, tf.float32)
         return tf.nn.softmax(outputs, axis=-1) if softmax else outputs
 
@@ -151,7 +174,7 @@ def export_config(
         "num_classes": num_classes,
         "class_names": class_names,
         "input": INPUT_DESCRIPTION,
-        "preprocessing": dict(PREPROCESSING),
+        "preprocessing": preprocessing_config(model),
         "outputs": {
             "probabilities": "float32 (batch, height, width, num_classes), softmax",
         },

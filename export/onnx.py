@@ -2,7 +2,7 @@
 
 As Keras 3.15's own `model.export(format="onnx")` does on the TensorFlow backend, the
 model is converted from a `tf.function` (here: RGB [0, 255] images ->
-`preprocess_images` -> model -> softmax) with `tf2onnx.convert.from_function`, after
+the segmenter's image converter -> model -> softmax) with `tf2onnx.convert.from_function`, after
 Keras's numpy-2 patch for tf2onnx 1.17. The file has one input `images`, float32
 `(batch, height, width, 3)` with a free batch size and the exported height and width,
 and one output `probabilities`, float32 `(batch, height, width, num_classes)`.
@@ -40,8 +40,8 @@ def export_onnx(
     """Converts `model` to ONNX, checks it and writes `path` atomically.
 
     Args:
-        model: a Keras segmentation model, `(batch, height, width, 3)` preprocessed
-            images -> `(batch, height, width, num_classes)` logits or probabilities.
+        model: a segmenter with a preprocessor (`DeconvNetImageSegmenter`, ...):
+            its image converter normalises the images inside the exported graph.
         path: the `.onnx` file to write; it must not exist.
         opset: the ONNX opset, 13 to 18. Defaults to `17`.
         image_shape: `(height, width)` to export at; needed when the model's input
@@ -54,8 +54,8 @@ def export_onnx(
 
     Example:
 
-    >>> from keras_deconvnet.models import DeconvNet
-    >>> model = DeconvNet.from_preset("deconvnet_edge_small", num_classes=4)
+    >>> from keras_deconvnet.models import DeconvNetImageSegmenter
+    >>> model = DeconvNetImageSegmenter.from_preset("deconvnet_edge_small", num_classes=4)
     >>> export_onnx(model, "/tmp/deconvnet.onnx", image_shape=(96, 96))
     PosixPath('/tmp/deconvnet.onnx')
     """

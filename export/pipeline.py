@@ -100,8 +100,8 @@ def export_all(
     """Exports `model` to every format in `formats` and checks parity with Keras.
 
     Args:
-        model: a Keras segmentation model, `(batch, height, width, 3)` preprocessed
-            images -> `(batch, height, width, num_classes)` logits or probabilities.
+        model: a segmenter with a preprocessor (`DeconvNetImageSegmenter`, ...):
+            its image converter normalises the images inside the exported graph.
         output_dir: the directory to create; it must not exist or be empty.
         formats: names from `FORMATS` (or one comma-separated string).
         image_shape: `(height, width)` to export at; needed when the model's input
@@ -128,8 +128,8 @@ def export_all(
 
     Example:
 
-    >>> from keras_deconvnet.models import DeconvNet
-    >>> model = DeconvNet.from_preset("deconvnet_edge", num_classes=3)
+    >>> from keras_deconvnet.models import DeconvNetImageSegmenter
+    >>> model = DeconvNetImageSegmenter.from_preset("deconvnet_edge", num_classes=3)
     >>> result = export_all(model, "exported", representative_data=images)
     >>> print(result.report.table)
     """

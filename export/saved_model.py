@@ -4,7 +4,7 @@ Each version is written to a temporary directory under `BASE/NAME/` (a name that
 not an integer, which TF Serving ignores) and renamed into place when complete, so a
 server watching `BASE/NAME` never sees a half-written version.
 
-Signatures (both read plain pixels; `preprocess_images`, the package's one
+Signatures (both read plain pixels; the segmenter's image converter, the package's one
 preprocessing definition, runs inside the graph):
 
 - `serving_default`: `images`, float32 `(batch, height, width, 3)` RGB in [0, 255]
@@ -63,8 +63,8 @@ def export_saved_model(
     """Exports `model` for TF Serving to `base_dir/name/version/`.
 
     Args:
-        model: a Keras segmentation model, `(batch, height, width, 3)` preprocessed
-            images -> `(batch, height, width, num_classes)` logits or probabilities.
+        model: a segmenter with a preprocessor (`DeconvNetImageSegmenter`, ...):
+            its image converter normalises the images inside the exported graph.
         base_dir: the TF Serving base directory holding one directory per model.
         name: the model name (TF Serving's `name`, a directory under `base_dir`).
             Defaults to `"deconvnet"`.
@@ -80,8 +80,8 @@ def export_saved_model(
 
     Example:
 
-    >>> from keras_deconvnet.models import DeconvNet
-    >>> model = DeconvNet.from_preset("deconvnet_edge_small", num_classes=4)
+    >>> from keras_deconvnet.models import DeconvNetImageSegmenter
+    >>> model = DeconvNetImageSegmenter.from_preset("deconvnet_edge_small", num_classes=4)
     >>> path = export_saved_model(model, "/tmp/serving", image_shape=(96, 96))
     >>> loaded = tf.saved_model.load(str(path))
     >>> sorted(loaded.signatures)

@@ -5,7 +5,7 @@ and most NPUs run neither, and Keras's own `model.export(format="litert")` lets 
 ops in silently. Files have a fixed input size and batch size (default 1).
 
 By default the file computes what every export of this package computes: RGB float32
-images in [0, 255] -> `preprocess_images` (a STRIDED_SLICE and a SUB) -> the model ->
+images in [0, 255] -> the segmenter's image converter (a STRIDED_SLICE and a SUB) -> the model ->
 SOFTMAX, i.e. per-pixel class probabilities. There is no label output: ARG_MAX is not
 a GPU delegate op, so clients take the argmax themselves.
 
@@ -103,8 +103,8 @@ def convert_to_tflite(
     """Converts a Keras segmentation model to a TFLite flatbuffer of builtin ops only.
 
     Args:
-        model: a Keras segmentation model, `(batch, height, width, 3)` preprocessed
-            images -> `(batch, height, width, num_classes)` logits or probabilities.
+        model: a segmenter with a preprocessor (`DeconvNetImageSegmenter`, ...):
+            its image converter normalises the images inside the exported graph.
         quantization: one of `"float32"`, `"float16"`, `"dynamic"`, `"int8"`.
         image_shape: `(height, width)` or `(height, width, 3)`; defaults to the
             model's input size, which must then be fixed.
@@ -123,8 +123,8 @@ def convert_to_tflite(
 
     Example:
 
-    >>> from keras_deconvnet.models import DeconvNet
-    >>> model = DeconvNet.from_preset("deconvnet_edge_small", image_shape=(96, 96, 3))
+    >>> from keras_deconvnet.models import DeconvNetImageSegmenter
+    >>> model = DeconvNetImageSegmenter.from_preset("deconvnet_edge_small", image_shape=(96, 96, 3))
     >>> flatbuffer = convert_to_tflite(model)
     >>> "SOFTMAX" in tflite_ops(flatbuffer)
     True
@@ -301,8 +301,8 @@ def export_tflite(
 
     Example:
 
-    >>> from keras_deconvnet.models import DeconvNet
-    >>> model = DeconvNet.from_preset("deconvnet_edge_small", image_shape=(96, 96, 3))
+    >>> from keras_deconvnet.models import DeconvNetImageSegmenter
+    >>> model = DeconvNetImageSegmenter.from_preset("deconvnet_edge_small", image_shape=(96, 96, 3))
     >>> export_tflite(model, "/tmp/model_float16.tflite", "float16")
     PosixPath('/tmp/model_float16.tflite')
     """

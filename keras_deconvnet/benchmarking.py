@@ -257,13 +257,15 @@ def conv_macs(model: keras.Model) -> int:
 
 
 def build_model(preset: str, image_size: int, dtype: str = "float32") -> keras.Model:
-    """A `DeconvNet` preset at `image_size`, under the dtype policy `dtype`."""
-    from keras_deconvnet.models import DeconvNet
+    """A DeconvNet segmenter of a named configuration at `image_size`, under `dtype`."""
+    from keras_deconvnet.models import DeconvNetImageSegmenter
 
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(dtype)
     try:
-        return DeconvNet.from_preset(preset, image_shape=(image_size, image_size, 3))
+        return DeconvNetImageSegmenter.from_preset(
+            preset, image_shape=(image_size, image_size, 3)
+        )
     finally:
         keras.config.set_dtype_policy(previous)
 

@@ -68,9 +68,9 @@ def evaluate_methods(
         from keras_deconvnet.inference.crf import dense_crf as crf
     ensemble = None
     if fcn is not None and any(m.startswith("ensemble") for m in methods):
-        from keras_deconvnet.models.ensemble import EnsembleSegmenter
+        from keras_deconvnet.models import EDeconvNetImageSegmenter
 
-        ensemble = EnsembleSegmenter([model, fcn])
+        ensemble = EDeconvNetImageSegmenter(model, fcn, mode="mean")
     matrices = {m: np.zeros((num_classes, num_classes), np.int64) for m in methods}
     if total is None and hasattr(examples, "__len__"):
         total = len(examples)

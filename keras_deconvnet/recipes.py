@@ -64,17 +64,22 @@ def crop_datasets(
 
 
 def validation_crops(val: tf.data.Dataset, crop_size: int, batch_size: int = 8):
-    """Whole validation images resized to the crop size, for the per-epoch mean IoU."""
-    from keras_deconvnet.preprocessing import preprocess_images
+    """Whole validation images resized to the crop size, for the per-epoch mean IoU.
+
+    Raw RGB: the segmenter's preprocessor runs inside `fit`.
+    """
 
     def to_pair(example):
         image = tf.image.resize(example["image"], (crop_size, crop_size), "bilinear")
         mask = tf.image.resize(example["class_mask"][..., None], (crop_size, crop_size),
                                "nearest")[..., 0]
-        return preprocess_images(image), tf.cast(mask, tf.int32)
+        return image, tf.cast(mask, tf.int32)
 
     return (val.map(to_pair, num_parallel_calls=tf.data.AUTOTUNE).cache()
             .batch(batch_size).prefetch(tf.data.AUTOTUNE))
+
+
+DEFAULT_PRESETS = {"deconvnet": "deconvnet_edge_small", "fcn8s": "fcn8s_edge_small"}
 
 
 def build_model_fn(
@@ -84,29 +89,40 @@ def build_model_fn(
     crop_size: int,
     model_path: str | os.PathLike | None = None,
     vgg16_weights: str | None = None,
+    class_names=None,
+    palette=None,
 ):
-    """A function building the model to train (inside a distribution strategy)."""
+    """A function building the segmenter to train (inside a distribution strategy).
+
+    A named configuration of `architecture` (default: its `_edge_small` one) at the
+    crop size, with `num_classes` classes; or `model_path`, a preset directory or
+    `.keras` file to continue from. `vgg16_weights` (`"imagenet"` or a path)
+    initialises the encoder (and fc6/fc7 when their shapes are VGG16's).
+    """
     if architecture not in ARCHITECTURES:
         raise ValueError(
             f"`architecture` must be one of {ARCHITECTURES}. Received: {architecture!r}"
         )
 
     def build():
-        from keras_deconvnet.models import DeconvNet, FCN8s, load_vgg16_weights
-        from keras_deconvnet.models.deconvnet_presets import preset_config
+        from keras_deconvnet.models import (
+            DeconvNetImageSegmenter,
+            FCN8sImageSegmenter,
+            load_segmenter,
+            load_vgg16_weights,
+        )
 
         if model_path:
-            return keras.saving.load_model(model_path, safe_mode=True, compile=False)
-        config = preset_config(preset or "deconvnet_edge_small")
-        config.update(num_classes=num_classes, image_shape=(crop_size, crop_size, 3))
-        if architecture == "fcn8s":
-            config["fc_kernel_size"] = min(config["fc_kernel_size"], 3)
-            model = FCN8s(**config)
-        else:
-            model = DeconvNet(**config)
+            return load_segmenter(model_path)
+        cls = FCN8sImageSegmenter if architecture == "fcn8s" else DeconvNetImageSegmenter
+        segmenter = cls.from_preset(
+            preset or DEFAULT_PRESETS[architecture], num_classes=num_classes,
+            image_shape=(crop_size, crop_size, 3), class_names=class_names,
+            palette=palette,
+        )
         if vgg16_weights:
-            load_vgg16_weights(model, vgg16_weights)
-        return model
+            load_vgg16_weights(segmenter, vgg16_weights)
+        return segmenter
 
     return build
 
@@ -118,12 +134,14 @@ def train_recipe(
     output_dir: str | os.PathLike,
     training_config,
     architecture: str = "deconvnet",
-    preset: str | None = "deconvnet_edge_small",
+    preset: str | None = None,
     crop_size: int = 224,
     model_path: str | None = None,
     vgg16_weights: str | None = None,
     strategy: str = "default",
     seed: int = 0,
+    class_names=None,
+    palette=None,
 ) -> RecipeResult:
     """Two-stage training of a model on a dataset in the common format, then saving.
 
@@ -134,12 +152,14 @@ def train_recipe(
         output_dir: where checkpoints, logs and `model.keras` go.
         training_config: a `keras_deconvnet.training.TrainingConfig` (or dict).
         architecture: `"deconvnet"` or `"fcn8s"`.
-        preset: the model configuration to build (ignored with `model_path`).
+        preset: the named configuration to build (ignored with `model_path`);
+            defaults to the architecture's `_edge_small` one.
         crop_size: training crop size (the paper: 224).
         model_path: continue from a saved `.keras` model instead of building one.
         vgg16_weights: `"imagenet"` or a path: initialise the encoder from VGG16.
         strategy: `"default"`, `"mirrored"` or `"multi_worker"`.
         seed: seed of the augmentation and the proposals.
+        class_names, palette: the dataset's, recorded in the segmenter.
 
     Returns:
         A `RecipeResult`.
@@ -157,7 +177,7 @@ def train_recipe(
     start = time.perf_counter()
     model, history = train_two_stage(
         build_model_fn(architecture, preset, num_classes, crop_size, model_path,
-                       vgg16_weights),
+                       vgg16_weights, class_names, palette),
         stage1, stage2, validation, str(output_dir), training_config, strategy=strategy,
     )
     seconds = time.perf_counter() - start

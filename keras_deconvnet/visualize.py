@@ -12,6 +12,21 @@ from PIL import Image
 from keras_deconvnet.data.common import bitwise_palette
 
 
+def full_palette(class_colours=None) -> np.ndarray:
+    """A `(256, 3)` palette: `class_colours` (one RGB row per class) over VOC's map.
+
+    Example:
+
+    >>> full_palette([(1, 2, 3)])[:2].tolist()
+    [[1, 2, 3], [128, 0, 0]]
+    """
+    palette = bitwise_palette().copy()
+    if class_colours is not None:
+        colours = np.asarray(class_colours, np.uint8).reshape(-1, 3)[:256]
+        palette[: len(colours)] = colours
+    return palette
+
+
 def voc_palette() -> np.ndarray:
     """The PASCAL VOC colour map, `(256, 3)` uint8 (label 255 is the cream border)."""
     return bitwise_palette()

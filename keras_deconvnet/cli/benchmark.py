@@ -85,9 +85,9 @@ def run(args) -> int:
 
     config = config_from_args(args)
     if args.presets:
-        from keras_deconvnet.models import DeconvNet
+        from keras_deconvnet.models import DeconvNetBackbone
 
-        unknown = [p for p in args.presets if p not in DeconvNet.presets()]
+        unknown = [p for p in args.presets if p not in DeconvNetBackbone.presets]
         if unknown:
             raise ValueError(f"unknown presets {unknown}; see `deconvnet presets`")
     results = benchmarking.run_suite(config)

@@ -15,50 +15,40 @@ from keras_deconvnet.cli import CommandError
 DATASETS = ("synthetic", "voc", "pets")
 
 
-def add_model_args(parser: argparse.ArgumentParser, required: bool = False) -> None:
+def add_model_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--model", help="a saved model: a .keras file or a preset directory")
+    group.add_argument(
+        "--model",
+        help="a trained model: a preset directory (keras-hub's, e.g. written by "
+        "`deconvnet quickstart` or `convert-caffe`), a kaggle:// / hf:// handle, or a "
+        ".keras file",
+    )
     group.add_argument(
         "--preset",
-        help="a preset when no --model is given: a built-in name (untrained, see "
-        "`deconvnet presets`), a preset directory, or a kaggle:// / hf:// handle",
+        help="an untrained named configuration when no --model is given "
+        "(see `deconvnet presets`)",
     )
     group.add_argument("--num-classes", type=int, default=None,
                        help="classes of a --preset model (default: the dataset's)")
 
 
 def load_model(args, num_classes: int | None = None, image_shape=None):
-    """The model named by `--model` (a `.keras` file) or `--preset`."""
-    import keras
+    """The segmenter named by `--model` (preset, handle or `.keras`) or `--preset`."""
+    from keras_deconvnet.models import load_segmenter
 
-    if getattr(args, "model", None):
-        path = Path(args.model)
-        if not path.exists():
-            raise CommandError(f"model file not found: {path}")
-        if path.is_dir():
-            from keras_deconvnet.models import load_preset
-
-            return load_preset(str(path))
-        if path.suffix != ".keras":
-            raise CommandError(
-                f"--model must be a .keras file saved by Keras 3 or a preset directory: {path}"
-            )
-        try:
-            return keras.saving.load_model(path, safe_mode=True)
-        except Exception as e:  # Keras raises many types for corrupt archives.
-            raise CommandError(f"could not load {path}: {e}") from None
-    if getattr(args, "preset", None):
-        from keras_deconvnet.models import DeconvNet, load_preset
-
-        if args.preset not in DeconvNet.presets():
-            return load_preset(args.preset)
-        overrides = {}
-        if (args.num_classes or num_classes) is not None:
-            overrides["num_classes"] = args.num_classes or num_classes
+    source = getattr(args, "model", None) or getattr(args, "preset", None)
+    if not source:
+        raise CommandError("give a model: --model PRESET_DIR (or .keras) or --preset NAME")
+    kwargs = {}
+    if getattr(args, "model", None) is None:
+        classes = getattr(args, "num_classes", None) or num_classes
+        if classes is not None:
+            kwargs["num_classes"] = classes
         if image_shape is not None:
-            overrides["image_shape"] = image_shape
-        return DeconvNet.from_preset(args.preset, **overrides)
-    raise CommandError("give a model: --model FILE.keras or --preset NAME")
+            kwargs["image_shape"] = image_shape
+    elif getattr(args, "num_classes", None) is not None:
+        raise CommandError("--num-classes applies to --preset only")
+    return load_segmenter(source, **kwargs)
 
 
 def add_dataset_args(parser: argparse.ArgumentParser, default_split: str = "val") -> None:

@@ -32,10 +32,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         ),
         epilog=(
             "Examples:\n"
-            "  deconvnet evaluate --model runs/quickstart/model.keras --out runs/eval\n"
-            "  deconvnet evaluate --model m.keras --methods whole proposals proposals_crf \\\n"
-            "      ensemble --fcn runs/quickstart/fcn8s.keras --out runs/eval\n"
-            "  deconvnet evaluate --model m.keras --dataset voc --data-dir VOCdevkit "
+            "  deconvnet evaluate --model runs/quickstart/preset --out runs/eval\n"
+            "  deconvnet evaluate --model runs/quickstart/preset --methods whole proposals \\\n"
+            "      proposals_crf ensemble --fcn runs/fcn/preset --out runs/eval\n"
+            "  deconvnet evaluate --model voc_preset --dataset voc --data-dir VOCdevkit "
             "--out runs/voc"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -44,7 +44,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_dataset_args(parser, default_split="val")
     parser.add_argument("--methods", nargs="+", choices=METHODS,
                         default=["whole", "proposals"])
-    parser.add_argument("--fcn", help="FCN-8s model (.keras) for the ensemble methods")
+    parser.add_argument("--fcn", help="FCN-8s segmenter (preset directory) for the ensemble")
     parser.add_argument("--top-n", type=int, default=50, help="proposals per image")
     parser.add_argument("--aggregation", choices=("max", "mean"), default="max")
     parser.add_argument("--out", default=None, help="directory for JSON and plots")
@@ -72,10 +72,9 @@ def comparison_table(results: dict, methods, class_names) -> str:
 
 
 def run(args) -> int:
-    import keras
-
     from keras_deconvnet import visualize
     from keras_deconvnet.evaluation import evaluate_methods
+    from keras_deconvnet.models import load_segmenter
 
     dataset, info = build_dataset(args)
     model = load_model(args, num_classes=info.num_classes)
@@ -86,7 +85,7 @@ def run(args) -> int:
         )
     fcn = None
     if args.fcn:
-        fcn = keras.saving.load_model(args.fcn, safe_mode=True)
+        fcn = load_segmenter(args.fcn)
     results = evaluate_methods(
         model, dataset.as_numpy_iterator(), info.num_classes, methods=args.methods,
         fcn=fcn, top_n=args.top_n, aggregation=args.aggregation,

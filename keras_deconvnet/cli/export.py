@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from keras_deconvnet.cli import CommandError
+from keras_deconvnet.cli.common import load_model
 from keras_deconvnet.export.pipeline import FORMATS
 
 FLOAT_FORMATS = ("saved_model", "tflite_float32", "onnx")
@@ -20,11 +21,11 @@ returns per-pixel class probabilities. Layout of --out:
   export_config.json, parity.json
 
 Examples:
-  deconvnet export --model runs/voc/model.keras --out exported \\
+  deconvnet export --model runs/quickstart/preset --out exported \\
       --representative-data calib.npy --validation-data val.npz
   deconvnet export --preset deconvnet_edge --num-classes 3 --out /tmp/edge \\
       --formats tflite_float16,tflite_int8
-  deconvnet export --model model.keras --out exported --image-size 320x320 \\
+  deconvnet export --model runs/voc/preset --out exported --image-size 320x320 \\
       --thresholds tflite_int8=85,tflite_dynamic=95
 """
 
@@ -45,7 +46,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", type=Path, help="a saved `.keras` model file")
+    source.add_argument(
+        "--model", help="a trained segmenter: preset directory, hub handle or .keras file"
+    )
     source.add_argument(
         "--preset", help="a name from `deconvnet presets` (untrained weights)"
     )
@@ -132,21 +135,6 @@ def parse_thresholds(text: str | None) -> dict[str, float]:
     return thresholds
 
 
-def _load_model(args):
-    import keras
-
-    from keras_deconvnet.models import DeconvNet
-
-    if args.preset:
-        overrides = {} if args.num_classes is None else {"num_classes": args.num_classes}
-        return DeconvNet.from_preset(args.preset, **overrides)
-    if args.num_classes is not None:
-        raise CommandError("--num-classes applies to --preset only")
-    if not args.model.is_file():
-        raise CommandError(f"--model must be a .keras file. Received: {args.model}")
-    return keras.saving.load_model(args.model, compile=False)
-
-
 def run(args) -> int:
     import numpy as np
 
@@ -170,7 +158,7 @@ def run(args) -> int:
                 )
             images = data["images"]
             labels = data["labels"] if "labels" in data else None
-    model = _load_model(args)
+    model = load_model(args)
     if args.preset:
         # Untrained weights give near-uniform class scores: labels flip on rounding
         # noise, so float formats are held to 95% and quantized ones not at all.

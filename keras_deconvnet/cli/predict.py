@@ -22,8 +22,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         ),
         epilog=(
             "Examples:\n"
-            "  deconvnet predict photo.jpg --model runs/quickstart/model.keras --out preds\n"
-            "  deconvnet predict a.png b.png --model m.keras --method whole --crf\n"
+            "  deconvnet predict photo.jpg --model runs/quickstart/preset --out preds\n"
+            "  deconvnet predict a.png b.png --model voc_preset --method whole --crf\n"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -43,7 +43,6 @@ def run(args) -> int:
     import keras
 
     from keras_deconvnet import visualize
-    from keras_deconvnet.data import SYNTHETIC_INFO, VOC_INFO
     from keras_deconvnet.inference import (
         ImageReadError,
         load_image,
@@ -53,16 +52,11 @@ def run(args) -> int:
     )
 
     model = load_model(args)
-    num_classes = model.output_shape[-1]
     if args.class_names:
         names = [n.strip() for n in args.class_names.split(",")]
-    elif num_classes == VOC_INFO.num_classes:
-        names = list(VOC_INFO.class_names)
-    elif num_classes == SYNTHETIC_INFO.num_classes:
-        names = list(SYNTHETIC_INFO.class_names)
     else:
-        names = [f"class {i}" for i in range(num_classes)]
-    palette = SYNTHETIC_INFO.palette if names == list(SYNTHETIC_INFO.class_names) else None
+        names = list(model.class_names)
+    palette = visualize.full_palette(getattr(model, "palette", None))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results, failures = [], []

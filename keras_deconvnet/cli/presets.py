@@ -13,11 +13,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "presets",
         help="list the built-in presets, or describe a preset directory",
         description=(
-            "Without PRESET: list the built-in DeconvNet configurations with their "
-            "parameter counts. With PRESET (a built-in name, a preset directory written "
-            "by `model.save_to_preset`, or a file:// / kaggle:// / hf:// handle): "
-            "describe it from its config.json and metadata.json; --check also builds "
-            "the model and loads and verifies its weights."
+            "Without PRESET: list the named configurations (DeconvNet, FCN-8s) with "
+            "their parameter counts. With PRESET (a name, or a keras-hub preset "
+            "directory written by `segmenter.save_to_preset`): describe it from its "
+            "JSON files; --check also loads it with keras_hub's own "
+            "`ImageSegmenter.from_preset`."
         ),
         epilog=(
             "Examples:\n"
@@ -48,40 +48,37 @@ def run(args) -> int:
 
 
 def _list(as_json: bool) -> int:
-    from keras_deconvnet.models import DeconvNet
+    from keras_deconvnet.models import named_configs
 
-    presets = DeconvNet.presets()
+    presets = named_configs()
     if as_json:
-        print(json.dumps(
-            {name: {"metadata": p["metadata"], "config": p["config"]}
-             for name, p in presets.items()},
-            indent=2,
-        ))
+        print(json.dumps(presets, indent=2))
         return 0
     print(f"{'preset':<24} {'params':>12}  description")
     for name, preset in presets.items():
         meta = preset["metadata"]
-        print(f"{name:<24} {meta['params']:>12,}  {meta['description']}")
+        params = f"{meta['params']:,}" if "params" in meta else "-"
+        print(f"{name:<24} {params:>12}  {meta['description']}")
     print("\nDescribe one with `deconvnet presets NAME_OR_DIRECTORY`.")
     return 0
 
 
 def _describe(preset: str, as_json: bool, check: bool) -> int:
-    from keras_deconvnet.models import describe_preset, load_preset
+    from keras_deconvnet.models import describe_preset, load_segmenter
 
     try:
         description = describe_preset(preset)
         if check:
-            model = load_preset(preset)
+            model = load_segmenter(preset)
             description["check"] = {
                 "ok": True,
                 "class_name": type(model).__name__,
                 "parameter_count": int(model.count_params()),
                 "input_shape": list(model.input_shape[1:]),
                 "output_shape": list(model.output_shape[1:]),
-                "weights": not description["builtin"] or bool(description.get("handle")),
+                "weights": not description["named"],
             }
-    except ImportError as e:  # keras-hub missing for a hub handle.
+    except ImportError as e:  # kagglehub / huggingface_hub missing for a handle.
         raise CommandError(str(e)) from None
     if as_json:
         print(json.dumps(description, indent=2))
@@ -93,39 +90,37 @@ def _describe(preset: str, as_json: bool, check: bool) -> int:
 
 def _describe_lines(d: dict) -> list[str]:
     meta = d["metadata"]
-    config = d["config"] or {}
-    lines = [f"preset       {d['preset']}" + ("  (built in)" if d["builtin"] else "")]
+    lines = [f"preset       {d['preset']}" + ("  (named configuration)" if d["named"] else "")]
     lines.append(f"class        {d['class_name']}")
-    if d["builtin"]:
-        lines.append(f"parameters   {meta['params']:,}")
+    if d["named"]:
+        if "params" in meta:
+            lines.append(f"parameters   {meta['params']:,}")
         lines.append(f"description  {meta['description']}")
-        lines.append(f"weights      {d.get('handle') or 'untrained (architecture only)'}")
+        lines.append("weights      untrained (architecture only)")
     else:
-        if meta.get("description"):
-            lines.append(f"description  {meta['description']}")
+        ours = meta.get("keras_deconvnet", {})
+        if ours.get("description"):
+            lines.append(f"description  {ours['description']}")
         count = meta.get("parameter_count")
         lines.append(f"parameters   {count:,}" if isinstance(count, int) else
                      f"parameters   {count}")
-        lines.append(f"input        {meta.get('input_shape')}")
-        classes = meta.get("classes", {}).get("names", [])
-        lines.append(f"classes      {len(classes)}: {', '.join(classes)}")
-        lines.append(f"training     {json.dumps(meta.get('training_data'))}")
-        lines.append(f"metrics      {json.dumps(meta.get('metrics'))}")
+        names = ours.get("class_names") or []
+        lines.append(f"classes      {d.get('num_classes')}: {', '.join(names)}")
+        lines.append(f"training     {json.dumps(ours.get('training_data'))}")
+        lines.append(f"metrics      {json.dumps(ours.get('metrics'))}")
         lines.append(
-            f"saved        {meta.get('date_saved')} with keras_deconvnet "
-            f"{meta.get('keras_deconvnet_version')}, keras {meta.get('keras_version')}, "
-            f"tensorflow {meta.get('tensorflow_version')}"
+            f"saved        {meta.get('date_saved')} with keras-hub "
+            f"{meta.get('keras_hub_version')}, keras {meta.get('keras_version')}"
         )
         if d.get("files"):
             lines.append("files        " + ", ".join(
                 f"{name} ({size:,} B)" for name, size in d["files"].items()))
-    lines.append(f"preprocess   {json.dumps(d.get('preprocessing'))}")
-    lines.append("config       " + json.dumps(config))
+    lines.append("config       " + json.dumps(d["config"] or {}))
     if "check" in d:
         c = d["check"]
-        weights = "weights loaded and verified" if c["weights"] else "untrained"
+        weights = "weights loaded" if c["weights"] else "untrained"
         lines.append(
-            f"check        ok: built {c['class_name']} ({c['parameter_count']:,} "
-            f"parameters), {weights}"
+            f"check        ok: keras-hub loaded {c['class_name']} "
+            f"({c['parameter_count']:,} parameters), {weights}"
         )
     return lines

@@ -76,7 +76,9 @@ def run(args) -> int:
           f"{size[0]}x{size[1]}), stage 1 then stage 2")
     start = time.perf_counter()
     result = train_recipe(train, val, info.num_classes, out / "train", config,
-                          preset=args.preset, crop_size=args.crop_size, seed=args.seed)
+                          preset=args.preset, crop_size=args.crop_size, seed=args.seed,
+                          class_names=info.class_names,
+                          palette=info.palette[: info.num_classes].tolist())
     model = result.model
 
     print(f"\n== 2/4 Evaluating on {args.val_examples} validation images")
@@ -107,7 +109,7 @@ def run(args) -> int:
         print(exported.report.table)
 
     preset_dir = model.save_to_preset(
-        out / "preset", dataset_info=info, overwrite=True,
+        out / "preset", overwrite=True,
         training_data=f"synthetic shapes, {args.train_examples} images {size[0]}x{size[1]}",
         metrics={f"val_mean_iou_{m}": evaluation[m]["mean_iou"] for m in methods},
         description="deconvnet quickstart model (two-stage recipe on synthetic shapes)",

@@ -41,9 +41,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--val-split", default="val", help="validation split ('' for none)")
     model = parser.add_argument_group("model")
     model.add_argument("--arch", choices=("deconvnet", "fcn8s"), default="deconvnet")
-    model.add_argument("--preset", default="deconvnet_edge_small",
-                       help="configuration (see `deconvnet presets`)")
-    model.add_argument("--model", help="continue training a saved .keras model")
+    model.add_argument("--preset", default=None,
+                       help="named configuration (see `deconvnet presets`); default: "
+                       "deconvnet_edge_small or fcn8s_edge_small")
+    model.add_argument("--model", help="continue training a preset directory or .keras file")
     model.add_argument("--vgg16-weights", help="'imagenet' or a VGG16 .h5 file for the encoder")
     fit = parser.add_argument_group("training")
     fit.add_argument("--crop-size", type=int, default=224, help="training crop size")
@@ -102,6 +103,7 @@ def run(args) -> int:
         train, val, info.num_classes, args.out, config, architecture=args.arch,
         preset=args.preset, crop_size=args.crop_size, model_path=args.model,
         vgg16_weights=args.vgg16_weights, strategy=args.strategy, seed=args.seed,
+        class_names=info.class_names, palette=info.palette[: info.num_classes].tolist(),
     )
     summary = {
         "model": str(result.model_path),

@@ -2,9 +2,9 @@
 
 Both take a dataset in the common format (see `keras_deconvnet.data`) and return a
 dataset of `(image, mask)` pairs ready for `model.fit` after `.batch()`:
-`image` float32 `(crop_size, crop_size, 3)` (through
-`keras_deconvnet.preprocessing.preprocess_images` when `preprocess=True`, else RGB
-in [0, 255]) and `mask` int32 `(crop_size, crop_size)`, 255 = ignore.
+`image` float32 `(crop_size, crop_size, 3)` RGB in [0, 255] (the segmenter's
+preprocessor subtracts the mean inside `fit`) and `mask` int32
+`(crop_size, crop_size)`, 255 = ignore.
 
 Geometry, shared by both stages. A window `[ymin, xmin, ymax, xmax]` (float, pixel
 edges) is resized to `resize_size` x `resize_size`, then a `crop_size` square is cut
@@ -29,7 +29,6 @@ import tensorflow as tf
 
 from keras_deconvnet.data.common import IGNORE_LABEL
 from keras_deconvnet.data.proposals import box_iou, call_proposals
-from keras_deconvnet.preprocessing import preprocess_images
 
 
 def _check_sizes(crop_size, resize_size, context):
@@ -145,19 +144,12 @@ def _with_seeds(dataset, training, seed):
     return tf.data.Dataset.zip(dataset, seeds.map(lambda s: tf.stack([s, s // 3 + 17])))
 
 
-def _finish(images, labels, preprocess):
-    images = preprocess_images(images) if preprocess else images
-    return images, labels
-
-
-def _crop_pipeline(dataset, crops, training, seed, preprocess):
-    """Per-example `crops` (a batch of crops each), flattened and finished."""
+def _crop_pipeline(dataset, crops, training, seed):
+    """Per-example `crops` (a batch of crops each), flattened."""
     return (
         _with_seeds(dataset, training, seed)
         .map(crops, num_parallel_calls=tf.data.AUTOTUNE)
         .unbatch()
-        .map(lambda images, labels: _finish(images, labels, preprocess),
-             num_parallel_calls=tf.data.AUTOTUNE)
     )
 
 
@@ -168,7 +160,6 @@ def stage1_crops(
     context: float = 1.2,
     training: bool = True,
     seed: int | None = None,
-    preprocess: bool = True,
     clip_to_image: bool = False,
 ) -> tf.data.Dataset:
     """One object-centred crop per annotated object (DeconvNet's first stage).
@@ -186,11 +177,11 @@ def stage1_crops(
         context: box enlargement factor. Defaults to `1.2`.
         training: random crop offset and flip if True; centre crop otherwise.
         seed: int or None, for reproducible augmentation (still new each epoch).
-        preprocess: apply `preprocess_images` to the images. Defaults to `True`.
         clip_to_image: clip windows to the image instead of padding.
 
     Returns:
-        A `tf.data.Dataset` of `(image, mask)`: float32 `(S, S, 3)`, int32 `(S, S)`.
+        A `tf.data.Dataset` of `(image, mask)`: float32 RGB `(S, S, 3)` in
+        [0, 255], int32 `(S, S)`.
 
     Example:
 
@@ -228,7 +219,7 @@ def stage1_crops(
         mask = tf.where(ignored | ~valid, IGNORE_LABEL, mask)
         return images, mask
 
-    return _crop_pipeline(dataset, crops, training, seed, preprocess)
+    return _crop_pipeline(dataset, crops, training, seed)
 
 
 def stage2_crops(
@@ -241,7 +232,6 @@ def stage2_crops(
     context: float = 1.2,
     training: bool = True,
     seed: int | None = None,
-    preprocess: bool = True,
 ) -> tf.data.Dataset:
     """Crops around object proposals that overlap the ground truth (second stage).
 
@@ -265,10 +255,10 @@ def stage2_crops(
             `1.2`, as stage 1; `1.0` crops the proposal itself.
         training: random subset, crop offset and flip if True.
         seed: int or None, for reproducible augmentation (still new each epoch).
-        preprocess: apply `preprocess_images` to the images. Defaults to `True`.
 
     Returns:
-        A `tf.data.Dataset` of `(image, mask)`: float32 `(S, S, 3)`, int32 `(S, S)`.
+        A `tf.data.Dataset` of `(image, mask)`: float32 RGB `(S, S, 3)` in
+        [0, 255], int32 `(S, S)`.
 
     Example:
 
@@ -334,4 +324,4 @@ def stage2_crops(
         mask = tf.where(valid, labels[..., 0], IGNORE_LABEL)
         return images, mask
 
-    return _crop_pipeline(dataset, crops, training, seed, preprocess)
+    return _crop_pipeline(dataset, crops, training, seed)

@@ -13,7 +13,6 @@ import numpy as np
 import tensorflow as tf
 
 from keras_deconvnet.inference.images import to_rgb_uint8
-from keras_deconvnet.preprocessing import preprocess_images
 
 AGGREGATIONS = ("max", "mean")
 
@@ -100,6 +99,19 @@ def normalise_scores(scores: np.ndarray) -> np.ndarray:
     return np.where(total > 0, scores / np.maximum(total, 1e-12), background)
 
 
+def preprocessor_of(model):
+    """The preprocessor a segmenter applies to raw RGB images (keras-hub's `Task`)."""
+    preprocessor = getattr(model, "preprocessor", None)
+    if preprocessor is None:
+        raise ValueError(
+            "The model has no `preprocessor`: inference feeds raw RGB images through "
+            "the segmenter's own preprocessor. Use a keras_deconvnet segmenter (e.g. "
+            "`DeconvNetImageSegmenter.from_preset(...)`) or set `model.preprocessor`. "
+            f"Received: {type(model).__name__}"
+        )
+    return preprocessor
+
+
 def crop_proposals(image: np.ndarray, boxes: np.ndarray, size: tuple[int, int]) -> tf.Tensor:
     """Warps each box of `image` to `size` (bilinear; aspect ratio not kept, as the paper)."""
     height, width = image.shape[:2]
@@ -116,10 +128,14 @@ def crop_proposals(image: np.ndarray, boxes: np.ndarray, size: tuple[int, int]) 
 
 
 def predict_crops(model, crops, batch_size: int = 16, softmax: bool = True) -> np.ndarray:
-    """Runs the model on preprocessed crops in batches; returns class probabilities."""
+    """Runs a segmenter on raw RGB crops in batches (through its preprocessor).
+
+    Returns class probabilities (`softmax=True`) or the model's raw outputs.
+    """
+    preprocessor = preprocessor_of(model)
     outputs = []
     for start in range(0, len(crops), batch_size):
-        batch = crops[start : start + batch_size]
+        batch = preprocessor(crops[start : start + batch_size])
         scores = model.predict_on_batch(batch)
         if softmax:
             scores = tf.nn.softmax(scores, axis=-1)
@@ -131,9 +147,7 @@ def predict_crops(model, crops, batch_size: int = 16, softmax: bool = True) -> n
 
 def model_output_kind(model) -> str:
     """`"probabilities"` for softmax models and ensembles, else `"logits"`."""
-    from keras_deconvnet.models.ensemble import EnsembleSegmenter
-
-    if isinstance(model, EnsembleSegmenter) or getattr(model, "activation", None) == "softmax":
+    if getattr(model, "activation", None) == "softmax":
         return "probabilities"
     return "logits"
 
@@ -167,7 +181,7 @@ def predict_proposals(
     """Instance-wise prediction of one image: proposals -> crops -> batches -> aggregate.
 
     Args:
-        model: a segmentation model taking preprocessed images.
+        model: a segmenter with a preprocessor (e.g. `DeconvNetImageSegmenter`).
         image: `(H, W, 3)` RGB image of any size (or grayscale / RGBA, converted).
         proposals: a proposal generator (`callable(image) -> (N, 4)` boxes, e.g.
             `keras_deconvnet.data.SlidingWindowProposals()`, the default) or an
@@ -190,8 +204,8 @@ def predict_proposals(
     Example:
 
     >>> import numpy as np
-    >>> from keras_deconvnet.models import DeconvNet
-    >>> model = DeconvNet.from_preset("deconvnet_edge_small", num_classes=3)
+    >>> from keras_deconvnet.models import DeconvNetImageSegmenter
+    >>> model = DeconvNetImageSegmenter.from_preset("deconvnet_edge_small", num_classes=3)
     >>> image = np.zeros((120, 160, 3), np.uint8)
     >>> predict_proposals(model, image, top_n=4, input_size=(96, 96)).shape
     (120, 160, 3)
@@ -217,6 +231,6 @@ def predict_proposals(
     if len(boxes) == 0:
         return np.zeros((height, width, num_classes), np.float32)
     size = input_size or model_input_size(model)
-    crops = preprocess_images(crop_proposals(image, boxes, size))
+    crops = crop_proposals(image, boxes, size)
     scores = predict_crops(model, crops, batch_size, softmax=output == "logits")
     return aggregate_proposals(scores, boxes, (height, width), aggregation)

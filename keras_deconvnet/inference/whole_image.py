@@ -13,7 +13,6 @@ from keras_deconvnet.inference.proposals import (
     model_input_size,
     predict_crops,
 )
-from keras_deconvnet.preprocessing import preprocess_images
 
 MODES = ("resize", "sliding")
 
@@ -48,7 +47,7 @@ def predict_whole_image(
     """Class probabilities of a whole image at its own size.
 
     Args:
-        model: a segmentation model taking preprocessed images.
+        model: a segmenter with a preprocessor (e.g. `DeconvNetImageSegmenter`).
         image: `(H, W, 3)` RGB of any size.
         mode: `"resize"` (warp the image to the model's input size and the scores
             back, bilinear) or `"sliding"` (windows of the input size with `overlap`,
@@ -64,8 +63,8 @@ def predict_whole_image(
     Example:
 
     >>> import numpy as np
-    >>> from keras_deconvnet.models import DeconvNet
-    >>> model = DeconvNet.from_preset("deconvnet_edge_small", num_classes=3)
+    >>> from keras_deconvnet.models import DeconvNetImageSegmenter
+    >>> model = DeconvNetImageSegmenter.from_preset("deconvnet_edge_small", num_classes=3)
     >>> predict_whole_image(model, np.zeros((50, 70, 3), np.uint8),
     ...                     input_size=(96, 96)).shape
     (50, 70, 3)
@@ -80,7 +79,7 @@ def predict_whole_image(
         boxes = np.array([[0, 0, height, width]], np.float32)
     else:
         boxes = sliding_windows(height, width, size, overlap)
-    crops = preprocess_images(crop_proposals(image, boxes, size))
+    crops = crop_proposals(image, boxes, size)
     scores = predict_crops(model, crops, batch_size, softmax=output == "logits")
     return aggregate_proposals(scores, boxes, (height, width), "mean")
 

@@ -42,7 +42,8 @@ def recompute_batchnorm_statistics(
             models included).
         dataset: a *batched* `tf.data.Dataset` (or any iterable) of images or of
             `(images, masks)` / `(images, masks, weights)` tuples; masks are unused.
-            Use training images with training preprocessing.
+            Raw RGB images when the model has a `preprocessor` (a keras-hub
+            segmenter), which is applied; preprocessed ones otherwise.
         num_batches: how many batches to use; `None` for the whole dataset.
             Defaults to `500` (the original code).
 
@@ -56,10 +57,10 @@ def recompute_batchnorm_statistics(
     Example:
 
     >>> import numpy as np, tensorflow as tf
-    >>> from keras_deconvnet.models import DeconvNet
-    >>> model = DeconvNet(num_classes=3, image_shape=(64, 64, 3),
-    ...                   block_filters=(8, 8, 8, 8, 8), fc_units=16, fc_kernel_size=2)
-    >>> images = tf.data.Dataset.from_tensor_slices(np.random.rand(4, 64, 64, 3)).batch(2)
+    >>> from keras_deconvnet.models import DeconvNetImageSegmenter
+    >>> model = DeconvNetImageSegmenter.from_preset("deconvnet_edge_small", num_classes=3)
+    >>> images = tf.data.Dataset.from_tensor_slices(
+    ...     np.random.uniform(0, 255, (4, 96, 96, 3))).batch(2)
     >>> recompute_batchnorm_statistics(model, images, num_batches=None)
     2
     """
@@ -81,6 +82,7 @@ def recompute_batchnorm_statistics(
                 "utility does not support."
             )
 
+    preprocessor = getattr(model, "preprocessor", None)
     saved = [(layer.momentum, layer.trainable) for layer in layers]
     originals = [
         (keras.ops.convert_to_numpy(layer.moving_mean),
@@ -109,6 +111,8 @@ def recompute_batchnorm_statistics(
                     "`dataset` must yield batched images (batch, height, width, "
                     f"channels). Received a batch of shape {images.shape}"
                 )
+            if preprocessor is not None:
+                images = preprocessor(images)
             model(images, training=True)
             weight = float(images.shape[0] or tf.shape(images)[0].numpy())
             for i, layer in enumerate(layers):

@@ -437,12 +437,12 @@ def train_two_stage(
     from its last backed-up epoch.
 
     Args:
-        build_model: a function returning a new, uncompiled Keras segmentation
-            model (logits `(batch, height, width, num_classes)`), e.g.
-            `lambda: DeconvNet.from_preset("deconvnet_vgg16_voc")` plus weight
-            loading.
+        build_model: a function returning a new segmenter (logits
+            `(batch, height, width, num_classes)`), e.g.
+            `lambda: DeconvNetImageSegmenter.from_preset("deconvnet_vgg16_voc")` plus
+            weight loading. Its preprocessor is applied to the images inside `fit`.
         stage1_train: `tf.data.Dataset` of `(image, mask)` pairs for stage 1:
-            float32 preprocessed images `(H, W, 3)` and int32 masks `(H, W)` with
+            float32 RGB images `(H, W, 3)` in [0, 255] and int32 masks `(H, W)` with
             `255` for ignored pixels; batched or not (unbatched datasets are
             batched with `config.batch_size`, dropping the remainder). Shuffle
             and `repeat()` it yourself (with `steps_per_epoch`). `None` only if
@@ -464,15 +464,14 @@ def train_two_stage(
 
     Example:
 
-    >>> from keras_deconvnet.models import DeconvNet
+    >>> from keras_deconvnet.models import DeconvNetImageSegmenter
     >>> import numpy as np, tensorflow as tf, tempfile
     >>> data = tf.data.Dataset.from_tensor_slices(
-    ...     (np.random.rand(4, 64, 64, 3).astype("float32"),
-    ...      np.random.randint(0, 3, (4, 64, 64)).astype("int32"))).batch(2)
+    ...     (np.random.uniform(0, 255, (4, 96, 96, 3)).astype("float32"),
+    ...      np.random.randint(0, 3, (4, 96, 96)).astype("int32"))).batch(2)
     >>> model, history = train_two_stage(
-    ...     lambda: DeconvNet(num_classes=3, image_shape=(64, 64, 3),
-    ...                       block_filters=(8, 8, 8, 8, 8), fc_units=16,
-    ...                       fc_kernel_size=2),
+    ...     lambda: DeconvNetImageSegmenter.from_preset(
+    ...         "deconvnet_edge_small", num_classes=3, image_shape=(96, 96, 3)),
     ...     data, data, data, tempfile.mkdtemp(),
     ...     TrainingConfig(stage1={"epochs": 1}, stage2={"epochs": 1},
     ...                    tensorboard=False, verbose=0))

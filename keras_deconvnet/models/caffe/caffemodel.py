@@ -128,7 +128,7 @@ class CaffeModelError(ValueError):
     """A file is not a readable binary Caffe NetParameter (truncated, foreign, corrupt)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity equality: `==` on arrays is ambiguous
 class CaffeLayer:
     """One layer of a caffemodel: its name, raw type, connections and parameter blobs.
 
@@ -181,6 +181,7 @@ class CaffeNet:
 
     Holds the memory map the blobs view; `close()` it (or use `with`) when done. Blobs
     still referenced after `close()` keep the mapping alive until they are freed.
+    Not thread-safe to close while another thread reads it.
 
     Attributes:
         path: the file read (or `"<bytes>"`).
@@ -245,8 +246,13 @@ class CaffeNet:
         return sum(int(blob.size) for layer in self.layers for blob in layer.blobs)
 
     def close(self) -> None:
-        """Releases the memory map (deferred while blob views are still alive)."""
+        """Releases the memory map and empties `layers`.
+
+        Blobs taken out before closing stay valid: they keep the mapping alive until the
+        last of them is freed, and the file is unmapped then.
+        """
         mapping, self._mapping = self._mapping, None
+        self.layers = ()
         if mapping is not None:
             try:
                 mapping.close()
