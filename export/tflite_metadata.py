@@ -6,18 +6,21 @@ Library read *TFLite model metadata*: a `ModelMetadata` flatbuffer (schema
 named by a `Metadata{name: "TFLITE_METADATA", buffer: i}` entry of the TFLite `Model`
 table, plus associated files (here `labels.txt`) packed as an uncompressed zip archive
 appended to the flatbuffer. The usual writer, `tflite-support`, pins protobuf<4 and
-cannot be installed next to TensorFlow 2.21; MediaPipe's own writer needs a native
-module its pip wheel does not ship. This module writes the few tables an image
-segmenter needs with the `flatbuffers` Python runtime, following the published schemas:
+cannot be installed next to TensorFlow 2.21; the writer inside the `mediapipe` wheel
+(1.2.3) imports a native module the wheel does not ship. This module writes the few
+tables an image segmenter needs with the `flatbuffers` Python runtime, following the
+published schemas:
 
-- `tensorflow_lite_support/metadata/metadata_schema.fbs` (tensorflow/tflite-support;
-  the copy `mediapipe/tasks/metadata/metadata_schema.fbs`, schema version 1.5.0, is
-  identical) for `ModelMetadata` and its tables;
+- `metadata_schema.fbs` for `ModelMetadata` and its tables: tensorflow/tflite-support
+  `tensorflow_lite_support/metadata/metadata_schema.fbs`, and the copy MediaPipe
+  ships as `mediapipe/tasks/metadata/metadata_schema.fbs` (schema version 1.5.0,
+  fields only ever appended, same file identifier `M001`);
 - `mediapipe/tasks/metadata/image_segmenter_metadata_schema.fbs` (file identifier
   `V001`) for the `ImageSegmenterOptions` custom metadata, which tells MediaPipe
   which activation to apply to the output;
-- `tensorflow/lite/schema/schema.fbs` (TensorFlow / LiteRT, file identifier `TFL3`)
-  for the `Model`, `Buffer`, `Metadata`, `SubGraph` and `Tensor` tables.
+- `schema.fbs` (tensorflow/tensorflow `tensorflow/lite/schema/schema.fbs`, LiteRT
+  `tflite/converter/schema/schema.fbs`, file identifier `TFL3`) for the `Model`,
+  `Buffer`, `Metadata`, `SubGraph`, `Operator` and `Tensor` tables.
 
 Field slots are the declaration order of each table, a union taking two slots (its
 `_type` byte first). The module reads flatbuffers with a small reader of its own and
@@ -28,27 +31,29 @@ What MediaPipe's ImageSegmenter requires (google-ai-edge/mediapipe,
 `tasks/cc/vision/utils/image_tensor_specs.cc`,
 `tasks/cc/components/processors/image_preprocessing_graph.cc`,
 `tasks/cc/vision/image_segmenter/calculators/tensors_to_segmentation_calculator.cc`,
-`tasks/cc/metadata/metadata_extractor.cc`):
+`tasks/cc/metadata/metadata_extractor.cc`; checked with mediapipe 1.2.3):
 
-- one subgraph; input 0 of shape `(1, H, W, 3)` and type float32 or uint8 (int8 input
-  is refused); if the input metadata has `ImageProperties`, its colour space is RGB;
+- a valid `Model` flatbuffer with one subgraph; input 0 of shape `(1, H, W, 3)` and
+  type float32 or uint8 (int8 inputs are refused); if the input metadata has
+  `ImageProperties`, their colour space is RGB;
 - a float32 input needs `NormalizationOptions` with 1 or 3 values, all channels
   equal (per-channel values are "Unimplemented"): the image is mapped from [0, 255]
   by `(pixel - mean) / std`. A uint8 input gets the raw pixels 0..255 and the
   normalisation options are ignored, so the input's quantization must itself
   encode them: `scale == 1 / std`, `zero_point == mean`;
 - the last output holds `(1, h, w, classes)` scores, float32 or uint8/int8 (which
-  MediaPipe dequantizes); the `TENSOR_AXIS_LABELS` file of the last output tensor's
-  metadata gives the label names. Masks come back at the input image's size: the
-  confidence masks resized with OpenCV's bilinear `cv2.resize`, the category mask
-  the argmax of scores interpolated corner-aligned, so an output smaller than the
-  input gives a category mask that is not exactly the argmax of the resized
-  confidence masks;
+  MediaPipe dequantizes); the first `TENSOR_AXIS_LABELS` file of the last output
+  tensor's metadata gives the label names (`segmenter.labels`), one per line;
 - the `SEGMENTER_METADATA` custom metadata of subgraph 0 sets the activation: NONE
-  (the default, used as-is), SIGMOID or SOFTMAX (applied to the confidence masks).
-  The category mask is the argmax of the bilinearly resized scores (with a single
-  channel: `score > 0.5`), so the activation never changes it;
-- associated files must be stored uncompressed (`ZIP_STORED`).
+  (the default, scores used as they are), SIGMOID or SOFTMAX, applied to the
+  confidence masks only;
+- masks come back at the input image's size: the confidence masks resized with
+  OpenCV's bilinear `cv2.resize`, the category mask the argmax of the scores
+  interpolated corner-aligned (one channel: 0 where `score > 0.5`, else 255), so
+  for an output smaller than the input it is not exactly the argmax of the
+  confidence masks;
+- associated files are stored uncompressed (`ZIP_STORED`): MediaPipe reads them in
+  place.
 
 `image_segmenter_issues` checks a file against these rules.
 
@@ -192,28 +197,25 @@ class _Table:
         position = self.field(slot)
         return struct.unpack_from("<" + fmt, self.buf, position)[0] if position else default
 
-    def _target(self, slot: int) -> int:
-        # Strings, vectors and sub-tables are stored as a uoffset relative to the field.
+    def target(self, slot: int) -> int:
+        """Absolute position of the string/vector/table an offset field points to."""
+        # They are stored as a uoffset, relative to the field itself.
         position = self.field(slot)
         return position + struct.unpack_from("<I", self.buf, position)[0] if position else 0
 
-    def target(self, slot: int) -> int:
-        """Absolute position of the string/vector/table an offset field points to."""
-        return self._target(slot)
-
     def string(self, slot: int) -> str | None:
-        position = self._target(slot)
+        position = self.target(slot)
         if not position:
             return None
         length = struct.unpack_from("<I", self.buf, position)[0]
         return bytes(self.buf[position + 4 : position + 4 + length]).decode("utf-8")
 
     def table(self, slot: int) -> _Table | None:
-        position = self._target(slot)
+        position = self.target(slot)
         return _Table(self.buf, position) if position else None
 
     def _vector(self, slot: int) -> tuple[int, int] | None:
-        position = self._target(slot)
+        position = self.target(slot)
         if not position:
             return None
         return position + 4, struct.unpack_from("<I", self.buf, position)[0]
@@ -239,7 +241,7 @@ class _Table:
         start, length = vector
         return list(struct.unpack_from(f"<{length}{fmt}", self.buf, start))
 
-    def bytes(self, slot: int) -> bytes | None:
+    def byte_vector(self, slot: int) -> bytes | None:
         vector = self._vector(slot)
         if vector is None:
             return None
@@ -331,7 +333,7 @@ def _buffer_data(model: _Table, index: int) -> bytes | None:
     if not 0 <= index < len(buffers):
         return None
     # Buffer (schema.fbs): data 0 ([ubyte], force_align 16), offset 1, size 2.
-    return buffers[index].bytes(0)
+    return buffers[index].byte_vector(0)
 
 
 def _split_packed_files(tflite_model: bytes | bytearray | memoryview) -> tuple[memoryview, dict]:
@@ -656,7 +658,7 @@ def populate_metadata(
     >>> name = builder.CreateString("relu")
     >>> builder.StartObject(1)  # ModelMetadata, with only its name (slot 0)
     >>> builder.PrependUOffsetTRelativeSlot(0, name, 0)
-    >>> builder.Finish(builder.EndObject(), file_identifier=b"M001") and None
+    >>> _ = builder.Finish(builder.EndObject(), file_identifier=b"M001")
     >>> model = populate_metadata(flatbuffer, builder.Output(), {"notes.txt": b"hi"})
     >>> read_metadata(model)
     {'name': 'relu', 'packed_files': ['notes.txt']}
@@ -1097,7 +1099,7 @@ def _read_tensor_metadata(table: _Table) -> dict:
 
 def _read_custom_metadata(table: _Table) -> dict:
     name = table.string(0)
-    data = table.bytes(1)
+    data = table.byte_vector(1)
     custom: dict[str, Any] = _drop_none({"name": name})
     if data is None:
         return custom

@@ -4,10 +4,22 @@ import numpy as np
 import pytest
 from keras.src.legacy.saving import legacy_h5_format
 
-from keras_deconvnet.models import DeconvNet, load_vgg16_weights, vgg16_weights
+from keras_deconvnet.models import (
+    DeconvNetBackbone,
+    DeconvNetImageSegmenter,
+    load_vgg16_weights,
+    vgg16_weights,
+)
 
 # VGG16's widths and depths with a small head, so the test stays light.
-VGG_WIDTHS = dict(num_classes=3, image_shape=(64, 64, 3), fc_units=8, fc_kernel_size=2)
+VGG_WIDTHS = dict(image_shape=(64, 64, 3), fc_units=8, fc_kernel_size=2)
+
+
+def DeconvNet(**config):  # noqa: N802 (reads like the class it builds)
+    backbone = DeconvNetBackbone(**config)
+    return DeconvNetImageSegmenter(
+        backbone, 3, preprocessor=DeconvNetImageSegmenter.default_preprocessor(backbone)
+    )
 
 
 def _write_vgg16_file(path, include_top=False):
@@ -22,14 +34,20 @@ def test_encoder_gets_vgg16_weights(tmp_path):
     path = tmp_path / vgg16_weights.NOTOP_FILE
     vgg = _write_vgg16_file(path)
     model = DeconvNet(**VGG_WIDTHS)
-    decoder_before = model.get_layer("deconv3_1").get_weights()[0].copy()
+    decoder_before = model.backbone.get_layer("deconv3_1").get_weights()[0].copy()
     loaded = load_vgg16_weights(model, path)
     assert len(loaded) == 13 and loaded[0] == "block1_conv1"
-    for name in ["block1_conv1", "block3_conv2", "block5_conv3"]:
-        ours, theirs = model.get_layer(name), vgg.get_layer(name)
+    for name in ["block3_conv2", "block5_conv3"]:
+        ours, theirs = model.backbone.get_layer(name), vgg.get_layer(name)
         for a, b in zip(ours.get_weights(), theirs.get_weights()):
             np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(model.get_layer("deconv3_1").get_weights()[0], decoder_before)
+    # BGR-trained conv1_1: its input channels are reversed for our RGB input.
+    ours = model.backbone.get_layer("block1_conv1").get_weights()
+    theirs = vgg.get_layer("block1_conv1").get_weights()
+    np.testing.assert_array_equal(ours[0], theirs[0][:, :, ::-1, :])
+    np.testing.assert_array_equal(ours[1], theirs[1])
+    np.testing.assert_array_equal(model.backbone.get_layer("deconv3_1").get_weights()[0],
+                                  decoder_before)
 
 
 def test_imagenet_reads_the_keras_cache(tmp_path, monkeypatch):
@@ -57,7 +75,7 @@ def test_not_a_weights_file(tmp_path):
 def test_mismatched_widths_leave_the_model_untouched(tmp_path):
     path = tmp_path / "vgg.h5"
     _write_vgg16_file(path)
-    model = DeconvNet.from_preset("deconvnet_edge", image_shape=(224, 224, 3))
+    model = DeconvNetImageSegmenter.from_preset("deconvnet_edge")
     before = [w.numpy().copy() for w in model.weights]
     with pytest.raises(ValueError, match="do not fit layer|has no layer"):
         load_vgg16_weights(model, path)
@@ -69,8 +87,9 @@ def test_mismatched_widths_leave_the_model_untouched(tmp_path):
 def test_top_file_initialises_fc6_and_fc7(tmp_path):
     path = tmp_path / vgg16_weights.TOP_FILE
     vgg = _write_vgg16_file(path, include_top=True)
-    model = DeconvNet(num_classes=3, image_shape=(224, 224, 3))
+    model = DeconvNetImageSegmenter.from_preset("deconvnet_vgg16_voc", num_classes=3)
     loaded = load_vgg16_weights(model, path)
     assert loaded[-2:] == ["fc6", "fc7"]
     fc1 = vgg.get_layer("fc1").get_weights()[0]
-    np.testing.assert_array_equal(model.get_layer("fc6").get_weights()[0].reshape(fc1.shape), fc1)
+    fc6 = model.backbone.get_layer("fc6").get_weights()[0]
+    np.testing.assert_array_equal(fc6.reshape(fc1.shape), fc1)

@@ -27,7 +27,8 @@ Field numbers (all checked against the two `caffe.proto` files named below):
   (BVLC only).
 - V1 type enum (BVLC `V1LayerParameter.LayerType`, same values in the fork):
   CONVOLUTION 4, DROPOUT 6, INNER_PRODUCT 14, POOLING 17, RELU 18, SOFTMAX 20,
-  ELTWISE 25, DECONVOLUTION 39. Fork only: CROP 40, UNPOOLING 42, BN 43.
+  ELTWISE 25, DECONVOLUTION 39. Fork only: CROP 40, UNPOOLING 42, BN 43 (and 41, 44-53
+  for its data, loss and accuracy layers).
 """
 
 from __future__ import annotations
@@ -64,7 +65,13 @@ BVLC_V1_LAYER_TYPES: dict[int, str] = {
     39: "DECONVOLUTION",
 }
 # HyeonwooNoh/caffe additions (values above 39 are not portable: other forks reuse them).
-FORK_V1_LAYER_TYPES: dict[int, str] = {40: "CROP", 42: "UNPOOLING", 43: "BN"}
+# The stage_* files, saved from training nets, also hold the fork's data and loss layers.
+FORK_V1_LAYER_TYPES: dict[int, str] = {
+    40: "CROP", 41: "ELTWISE_ACCURACY", 42: "UNPOOLING", 43: "BN", 44: "RED_SOFTMAX_LOSS",
+    45: "RED_ACCURACY", 46: "IMAGE_SEG_DATA", 47: "WINDOW_SEG_DATA",
+    48: "WINDOW_INST_SEG_DATA", 49: "BIN_ACCURACY", 50: "WINDOW_CLS_DATA",
+    51: "WINDOW_SEG_BINARY", 52: "SELECT_SEG_BINARY", 53: "DROPOUT_CHANNEL",
+}
 
 # Protobuf wire types.
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
@@ -89,9 +96,8 @@ _POOL = {1: ("pool", "u"), 2: ("kernel_size", "u"), 3: ("stride", "u"), 4: ("pad
          8: ("stride_w", "u"), 9: ("pad_h", "u"), 10: ("pad_w", "u"),
          12: ("global_pooling", "b"), 13: ("round_mode", "u")}
 # Fork only (HyeonwooNoh/caffe UnpoolingParameter, BNParameter).
-_UNPOOL = {**{k: v for k, v in _POOL.items() if k <= 10},
+_UNPOOL = {**{k: v for k, v in _POOL.items() if 2 <= k <= 10}, 1: ("unpool", "u"),
            12: ("unpool_size", "u"), 13: ("unpool_h", "u"), 14: ("unpool_w", "u")}
-_UNPOOL[1] = ("unpool", "u")
 _BN = {3: ("bn_mode", "u")}
 _ELTWISE = {1: ("operation", "u"), 2: ("coeff", "f*")}
 _DROPOUT = {1: ("dropout_ratio", "f")}
