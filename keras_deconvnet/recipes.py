@@ -2,8 +2,8 @@
 
 `train_recipe` is what `deconvnet train` and `deconvnet quickstart` run: it builds the
 stage-1 (object-centred) and stage-2 (proposal) crop pipelines from a dataset in the
-common format, trains with `train_two_stage`, evaluates whole-image inference on the
-validation split and saves the model. Each step is a public function of its own, so
+common format, trains with `train_two_stage` and saves the segmenter as a keras-hub
+preset. Each step is a public function of its own, so
 a user who needs something else composes them differently.
 """
 
@@ -24,7 +24,7 @@ ARCHITECTURES = ("deconvnet", "fcn8s")
 
 @dataclasses.dataclass
 class RecipeResult:
-    """What `train_recipe` produced: the model, its file, histories and validation IoU."""
+    """What `train_recipe` produced: the segmenter, its preset directory, histories."""
 
     model: keras.Model
     model_path: Path
@@ -149,7 +149,7 @@ def train_recipe(
         train: training examples (dicts in the common format).
         val: validation examples, or None.
         num_classes: classes including background.
-        output_dir: where checkpoints, logs and `model.keras` go.
+        output_dir: where checkpoints, logs and the trained `preset/` go.
         training_config: a `keras_deconvnet.training.TrainingConfig` (or dict).
         architecture: `"deconvnet"` or `"fcn8s"`.
         preset: the named configuration to build (ignored with `model_path`);
@@ -181,8 +181,10 @@ def train_recipe(
         stage1, stage2, validation, str(output_dir), training_config, strategy=strategy,
     )
     seconds = time.perf_counter() - start
-    model_path = output_dir / f"{architecture}.keras"
-    partial = output_dir / f".{architecture}.keras.partial.keras"
-    model.save(partial)
-    os.replace(partial, model_path)
-    return RecipeResult(model, model_path, history, None, seconds)
+    preset = model.save_to_preset(
+        output_dir / "preset", overwrite=True,
+        training_data={"examples": int(train.cardinality()), "crop_size": crop_size,
+                       "seed": seed},
+        description=f"{architecture} trained with the two-stage recipe",
+    )
+    return RecipeResult(model, preset, history, None, seconds)

@@ -124,7 +124,6 @@ def run(args) -> int:
     )
     seconds = time.perf_counter() - start
     artefacts = {
-        "keras_model": result.model_path,
         "preset": preset_dir,
         **{f"export_{k}": v for k, v in exported.paths.items()},
         "prediction_picture": picture,

@@ -93,6 +93,12 @@ class SegmenterMixin(preset_utils.SegmenterPresetMixin):
             optimizer=optimizer, loss=loss, metrics=metrics, **kwargs
         )
 
+    def compile_from_config(self, config):
+        """Recompiles a model loaded from a `.keras` file with its saved settings."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+        if self.built and getattr(self, "optimizer", None) is not None:
+            self.optimizer.build(self.trainable_variables)
+
     def save_task_weights(self, filepath):
         """The class layer's weights, without the backbone's or any optimizer state.
 

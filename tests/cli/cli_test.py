@@ -39,18 +39,22 @@ def test_bad_input_is_one_line_without_traceback():
     result = _deconvnet("summary", "no_such_preset")
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
-    assert "Unknown DeconvNet preset" in result.stderr.strip().splitlines()[-1]
+    assert "neither a named configuration" in result.stderr.strip().splitlines()[-1]
 
 
-def test_loading_a_saved_model_needs_only_the_package_import(tmp_path):
-    from keras_deconvnet.models import DeconvNet
+def test_loading_saved_models_needs_only_the_package_import(tmp_path):
+    from model_fixtures import tiny_deconvnet
 
-    DeconvNet(num_classes=3, image_shape=(64, 64, 3), block_filters=(4, 4, 8, 8, 8),
-              fc_units=16, fc_kernel_size=2).save(tmp_path / "m.keras")
-    code = ("import keras, keras_deconvnet; "
-            f"print(type(keras.saving.load_model({str(tmp_path / 'm.keras')!r})).__name__)")
+    segmenter = tiny_deconvnet()
+    segmenter.save(tmp_path / "m.keras")
+    segmenter.save_to_preset(tmp_path / "preset")
+    code = ("import keras, keras_hub, keras_deconvnet; "
+            f"print(type(keras.saving.load_model({str(tmp_path / 'm.keras')!r})).__name__, "
+            "type(keras_hub.models.ImageSegmenter.from_preset("
+            f"{str(tmp_path / 'preset')!r})).__name__)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.stdout.strip() == "DeconvNet", result.stderr[-2000:]
+    assert result.stdout.strip() == "DeconvNetImageSegmenter DeconvNetImageSegmenter", \
+        result.stderr[-2000:]
 
 
 def test_commands_run_without_tensorflow_noise(tmp_path):

@@ -8,17 +8,17 @@ from PIL import Image
 
 from keras_deconvnet.cli import main
 from keras_deconvnet.data import SYNTHETIC_INFO
-from keras_deconvnet.models import DeconvNet, FCN8s
+from model_fixtures import tiny_deconvnet, tiny_fcn8s
 
-CONFIG = dict(num_classes=SYNTHETIC_INFO.num_classes, image_shape=(64, 64, 3),
-              block_filters=(4, 4, 8, 8, 8), fc_units=16)
+NUM_CLASSES = SYNTHETIC_INFO.num_classes
 
 
 @pytest.fixture(scope="module")
 def saved_models(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
-    DeconvNet(**CONFIG, fc_kernel_size=2).save(root / "deconvnet.keras")
-    FCN8s(**CONFIG).save(root / "fcn8s.keras")
+    tiny_deconvnet(NUM_CLASSES, class_names=SYNTHETIC_INFO.class_names).save_to_preset(
+        root / "deconvnet")
+    tiny_fcn8s(NUM_CLASSES).save_to_preset(root / "fcn8s")
     return root
 
 
@@ -29,7 +29,7 @@ def test_train_resumes_and_reports(tmp_path, capsys):
             "--image-size", "80"]
     assert main(args) == 0
     summary = json.loads((out / "train_summary.json").read_text())
-    assert (out / "deconvnet.keras").exists()
+    assert (out / "preset" / "task.json").exists()
     assert set(summary["history"]) == {"stage1", "stage2"}
     assert 0.0 <= summary["validation"]["mean_iou"] <= 1.0
     assert "mean IoU" in capsys.readouterr().out
@@ -50,8 +50,8 @@ def test_train_bad_config_is_one_line(tmp_path, capsys):
 def test_evaluate_all_methods(saved_models, tmp_path, capsys):
     out = tmp_path / "eval"
     code = main([
-        "evaluate", "--model", str(saved_models / "deconvnet.keras"),
-        "--fcn", str(saved_models / "fcn8s.keras"), "--num-examples", "2",
+        "evaluate", "--model", str(saved_models / "deconvnet"),
+        "--fcn", str(saved_models / "fcn8s"), "--num-examples", "2",
         "--image-size", "80", "--top-n", "3", "--out", str(out),
         "--methods", "whole", "proposals", "proposals_crf", "ensemble",
     ])
@@ -65,8 +65,8 @@ def test_evaluate_all_methods(saved_models, tmp_path, capsys):
 
 
 def test_evaluate_rejects_a_class_count_mismatch(tmp_path):
-    path = tmp_path / "m.keras"
-    DeconvNet(**{**CONFIG, "num_classes": 3}, fc_kernel_size=2).save(path)
+    path = tmp_path / "m"
+    tiny_deconvnet(3).save_to_preset(path)
     assert main(["evaluate", "--model", str(path), "--num-examples", "1"]) == 1
 
 
@@ -81,7 +81,7 @@ def test_predict_writes_pictures_and_skips_bad_files(saved_models, tmp_path):
     code = main([
         "predict", *(str(images / n) for n in ("rgb.jpg", "broken.png", "deep.png",
                                                 "alpha.png")),
-        "--model", str(saved_models / "deconvnet.keras"), "--out", str(out),
+        "--model", str(saved_models / "deconvnet"), "--out", str(out),
         "--top-n", "3",
     ])
     assert code == 1  # one file failed, the others were processed

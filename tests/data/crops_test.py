@@ -5,7 +5,6 @@ import pytest
 import tensorflow as tf
 
 from keras_deconvnet.data import FileProposals, stage1_crops, stage2_crops, synthetic_dataset
-from keras_deconvnet.preprocessing import preprocess_images
 
 # A: rows 10..29, cols 10..29, class 1 (instance 1), with an ignore row 30 under it.
 # B: rows 50..89, cols 60..99 (touches the right border), class 2 (instance 2).
@@ -120,7 +119,7 @@ def test_stage1_random_crop_and_flip_match_a_window_of_the_resized_crop():
     assert seen_flip == {False, True}
 
 
-def test_stage1_seed_reproducible_and_preprocessed():
+def test_stage1_seed_reproducible_and_raw_rgb():
     def run():
         ds = stage1_crops(hand_dataset(), crop_size=40, resize_size=48, seed=7)
         return [m.numpy() for _, m in ds]
@@ -128,9 +127,9 @@ def test_stage1_seed_reproducible_and_preprocessed():
     assert all(np.array_equal(a, b) for a, b in zip(run(), run()))
     image, _ = next(iter(stage1_crops(hand_dataset(), crop_size=40, resize_size=40,
                                       context=2.0, training=False)))
-    raw, _ = next(iter(stage1_crops(hand_dataset(), crop_size=40, resize_size=40,
-                                    context=2.0, training=False, preprocess=False)))
-    np.testing.assert_allclose(image.numpy(), preprocess_images(raw).numpy(), atol=1e-4)
+    # Raw RGB 0-255 (zeros where the window leaves the image): the segmenter's
+    # preprocessor subtracts the mean inside `fit`.
+    assert image.numpy().min() >= 0.0 and image.numpy().max() <= 255.0
 
 
 def test_stage2_keeps_overlapping_proposals_and_labels_all_classes():

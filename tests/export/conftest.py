@@ -13,9 +13,9 @@ import keras
 import numpy as np
 import pytest
 
+from model_fixtures import calibrate, tiny_deconvnet
+
 from keras_deconvnet.export import export_all, synthetic_images
-from keras_deconvnet.models import DeconvNet
-from keras_deconvnet.preprocessing import preprocess_images
 
 IMAGE_SIZE = (64, 64)
 NUM_CLASSES = 4
@@ -26,37 +26,19 @@ def synthetic_labels(images):
 
 
 def small_model(num_classes=NUM_CLASSES, **overrides):
-    # fc_kernel_size=2: the edge_small preset's 3x3 fc6 needs inputs of 65 pixels or more.
-    config = {"image_shape": (*IMAGE_SIZE, 3), "fc_kernel_size": 2, **overrides}
-    return DeconvNet.from_preset("deconvnet_edge_small", num_classes=num_classes, **config)
-
-
-def _set_batch_norm_statistics(model, images):
-    layers = [la for la in model.layers if isinstance(la, keras.layers.BatchNormalization)]
-    momenta = [la.momentum for la in layers]
-    for layer in layers:
-        layer.momentum = 0.0
-    model(preprocess_images(images), training=True)
-    for layer, momentum in zip(layers, momenta):
-        layer.momentum = momentum
+    """The shared tiny DeconvNet segmenter (64x64)."""
+    return tiny_deconvnet(num_classes=num_classes, **overrides)
 
 
 @pytest.fixture(scope="session")
 def trained():
     """`(model, calibration images, validation images, validation labels)`."""
     keras.utils.set_random_seed(0)
-    model = small_model()
+    model = calibrate(small_model())
     images = synthetic_images(32, IMAGE_SIZE, seed=5)
-    _set_batch_norm_statistics(model, images)
-    model.compile(
-        keras.optimizers.Adam(3e-3),
-        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    model.fit(
-        preprocess_images(images), synthetic_labels(images), batch_size=8, epochs=30,
-        verbose=0,
-    )
-    _set_batch_norm_statistics(model, images)
+    model.compile(keras.optimizers.Adam(3e-3))
+    model.fit(images, synthetic_labels(images), batch_size=8, epochs=30, verbose=0)
+    calibrate(model)
     validation = synthetic_images(4, IMAGE_SIZE, seed=0)
     return model, images, validation, synthetic_labels(validation)
 

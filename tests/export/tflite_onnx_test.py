@@ -185,9 +185,9 @@ def test_edge_preset_all_tflite_variants(tmp_path, capsys):
     """The phone configuration (224x224): every TFLite variant converts, GPU ops only."""
     keras.utils.set_random_seed(0)
     from keras_deconvnet.export import synthetic_images
-    from keras_deconvnet.models import DeconvNet
+    from keras_deconvnet.models import DeconvNetImageSegmenter
 
-    model = DeconvNet.from_preset("deconvnet_edge")
+    model = DeconvNetImageSegmenter.from_preset("deconvnet_edge")
     calibration = synthetic_images(8, (224, 224))
     sizes = {}
     for quantization in ("float32", "float16", "dynamic", "int8"):

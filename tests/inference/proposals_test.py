@@ -8,7 +8,7 @@ from keras_deconvnet.inference import (
     predict_whole_image,
     sliding_windows,
 )
-from keras_deconvnet.models import DeconvNet
+from model_fixtures import tiny_deconvnet
 
 TINY = dict(num_classes=3, image_shape=(64, 64, 3), block_filters=(4, 4, 8, 8, 8),
             fc_units=16, fc_kernel_size=2)
@@ -62,7 +62,7 @@ def test_crops_warp_each_box():
 
 
 def test_batched_equals_one_by_one():
-    model = DeconvNet(**TINY)
+    model = tiny_deconvnet()
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)
     boxes = np.array([[0, 0, 60, 60], [10, 20, 90, 120], [30, 30, 70, 100], [5, 5, 40, 50]])
@@ -73,7 +73,7 @@ def test_batched_equals_one_by_one():
 
 
 def test_proposal_inference_with_a_generator_and_uncovered_background():
-    model = DeconvNet(**TINY)
+    model = tiny_deconvnet()
     image = np.zeros((80, 100), np.uint8)  # grayscale works too
     scores = predict_proposals(model, image, np.array([[0, 0, 40, 50]]), aggregation="mean")
     assert scores.shape == (80, 100, 3)
@@ -84,7 +84,7 @@ def test_proposal_inference_with_a_generator_and_uncovered_background():
 
 
 def test_min_box_size_skips_small_proposals():
-    model = DeconvNet(**TINY)
+    model = tiny_deconvnet()
     image = np.zeros((80, 100, 3), np.uint8)
     scores = predict_proposals(model, image, np.array([[0, 0, 10, 10]]), min_box_size=20)
     assert scores.sum() == 0
@@ -92,7 +92,7 @@ def test_min_box_size_skips_small_proposals():
 
 class TestWholeImage:
     def test_resize_and_sliding_shapes(self):
-        model = DeconvNet(**TINY)
+        model = tiny_deconvnet()
         image = np.random.default_rng(0).integers(0, 255, (100, 150, 3), dtype=np.uint8)
         for mode in ("resize", "sliding"):
             scores = predict_whole_image(model, image, mode=mode)
@@ -109,7 +109,7 @@ class TestWholeImage:
 
     def test_bad_mode(self):
         with pytest.raises(ValueError, match="mode"):
-            predict_whole_image(DeconvNet(**TINY), np.zeros((64, 64, 3), np.uint8), mode="x")
+            predict_whole_image(tiny_deconvnet(), np.zeros((64, 64, 3), np.uint8), mode="x")
 
 
 def test_normalise_scores_makes_distributions_and_background():

@@ -139,15 +139,20 @@ def test_oversized_images_are_refused_from_their_header():
 
     from PIL import Image
 
-    from keras_deconvnet.serving.servables import check_image_sizes
+    from keras_deconvnet.serving.limits import RequestLimits, check_images
 
     buffer = io.BytesIO()
     Image.new("RGB", (40, 30)).save(buffer, "PNG")
-    images = np.array([buffer.getvalue(), b"not an image"], dtype=object)
-    check_image_sizes(images, max_pixels=1200)
-    with pytest.raises(ServingError, match="40x30 image, over the limit of 1199") as info:
-        check_image_sizes(images, max_pixels=1199)
+    images = np.array([buffer.getvalue()], dtype=object)
+    extents = check_images(images, RequestLimits(max_image_pixels=1200))
+    assert [(e.height, e.width, e.frames) for e in extents] == [(30, 40, 1)]
+    with pytest.raises(ServingError, match="40x30 image .*over the limit of 1199") as info:
+        check_images(images, RequestLimits(max_image_pixels=1199))
     assert info.value.http_status == 400
+    # Bytes whose size cannot be read cannot be bounded: refused, not decoded.
+    with pytest.raises(ServingError, match=r"'image_bytes'\[1\] is not a readable"):
+        check_images(np.array([buffer.getvalue(), b"not an image"], dtype=object),
+                     RequestLimits())
 
 
 def test_image_bytes_batches_are_cropped_back_to_each_request(export_base, util):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_deconvnet.models import DeconvNet
+from model_fixtures import tiny_deconvnet
 from keras_deconvnet.training import recompute_batchnorm_statistics
 
 
@@ -54,14 +54,14 @@ def test_population_statistics_of_first_layer():
 
 
 def test_num_batches_limits_and_inference_uses_new_statistics():
-    model = DeconvNet(num_classes=3, image_shape=(32, 32, 3), block_filters=(4,) * 5,
-                      fc_units=8, fc_kernel_size=1)
+    model = tiny_deconvnet(3, image_shape=(32, 32, 3), block_filters=(4,) * 5,
+                           fc_units=8, fc_kernel_size=1)
     images = _images(n=6)
     images = np.tile(images, (1, 4, 4, 1))
     dataset = tf.data.Dataset.from_tensor_slices(images).batch(2)
     before = model.predict(images[:2], verbose=0)
     assert recompute_batchnorm_statistics(model, dataset, num_batches=2) == 2
-    bn = model.get_layer("block1_conv1_bn")
+    bn = model.backbone.get_layer("block1_conv1_bn")
     assert not np.allclose(keras.ops.convert_to_numpy(bn.moving_mean), 0.0)
     after = model.predict(images[:2], verbose=0)
     assert not np.allclose(before, after)

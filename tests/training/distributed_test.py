@@ -19,13 +19,15 @@ warnings.simplefilter("ignore")
 import numpy as np
 import keras
 from keras_deconvnet.metrics import MeanIoU, confusion_matrix, iou_from_confusion
-from keras_deconvnet.models import DeconvNet
+from keras_deconvnet.models import DeconvNetBackbone, DeconvNetImageSegmenter
 from keras_deconvnet.training import StageConfig, TrainingConfig, train_two_stage
 
 def build():
     if MODEL == "deconvnet":
-        return DeconvNet(num_classes=3, image_shape=(32, 32, 3), block_filters=(8, 8),
-                         block_depths=(1, 1), fc_units=16, fc_kernel_size=2)
+        backbone = DeconvNetBackbone(image_shape=(32, 32, 3), block_filters=(8, 8),
+                                     block_depths=(1, 1), fc_units=16, fc_kernel_size=2)
+        return DeconvNetImageSegmenter(
+            backbone, 3, preprocessor=DeconvNetImageSegmenter.default_preprocessor(backbone))
     inputs = keras.Input((32, 32, 3))
     x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
     x = keras.layers.BatchNormalization()(x)

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_deconvnet.models import DeconvNet
+from model_fixtures import tiny_deconvnet
+
 from keras_deconvnet.training import StageConfig, TrainingConfig, train_two_stage
 
 SIZE = 32
@@ -22,9 +23,9 @@ NUM_CLASSES = 3
 
 def tiny_model():
     """A two-block DeconvNet: switches, fc6/fc7, deconv-fc6, unpooling; fast to trace."""
-    return DeconvNet(
-        num_classes=NUM_CLASSES, image_shape=(SIZE, SIZE, 3),
-        block_filters=(8, 8), block_depths=(1, 1), fc_units=16, fc_kernel_size=2,
+    return tiny_deconvnet(
+        NUM_CLASSES, image_shape=(SIZE, SIZE, 3), block_filters=(8, 8),
+        block_depths=(1, 1), fc_units=16, fc_kernel_size=2,
     )
 
 

@@ -1,0 +1,173 @@
+"""Small requests must not cause huge work: each limit answers 400 naming itself.
+
+Against the session's server subprocess (default limits: 8 rows per request, 40 M
+pixels per image and per request, frames and padding counted), over REST and gRPC.
+"""
+
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_deconvnet.serving.client import RestClient
+from keras_deconvnet.serving.errors import ServingError
+
+
+def _png(width, height, mode="RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, (width, height)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _predict_bytes(server, util, encoded, timeout=30):
+    body = {"signature_name": "predict_image_bytes",
+            "instances": [{"b64": util.b64(e)} for e in encoded]}
+    return util.http("POST", f"{server.url}/v1/models/{util.MODEL}:predict", body,
+                     timeout=timeout)
+
+
+def _alive(server, util):
+    assert server.process.poll() is None, server.stderr.read_text()[-2000:]
+    status, _ = util.http("GET", f"{server.url}/v1/models/{util.MODEL}")
+    assert status == 200
+
+
+def test_rows_per_request_are_limited_to_the_batch_size(server, util):
+    # Was: a request of more rows than max_batch_size ran outside the batcher's
+    # queue, unbounded (3000 1x1 PNGs: 5 GB, 31 s).
+    tiny = _png(1, 1)
+    status, answer = _predict_bytes(server, util, [tiny] * 100)
+    assert status == 400, answer
+    assert "100 rows" in answer["error"] and "--max-rows-per-request" in answer["error"]
+    assert "limit of 8" in answer["error"]
+    status, answer = util.http(
+        "POST", f"{server.url}/v1/models/{util.MODEL}:predict",
+        {"inputs": np.zeros((9, 64, 64, 3)).tolist()}, timeout=30,
+    )
+    assert status == 400 and "9 rows" in answer["error"], answer
+    # Exactly the batch size still works.
+    labels = RestClient(server.url, util.MODEL, timeout=60).predict_images([tiny] * 8)
+    assert len(labels) == 8 and labels[0].shape == (1, 1)
+    _alive(server, util)
+
+
+def test_padding_counts_against_the_request_pixel_limit(server, util):
+    # Was: one 3000x3000 PNG plus ten 1x1 PNGs (50 KB) padded 11 label maps to
+    # 3000x3000: a 288 MB answer and +1.9 GB.
+    encoded = [_png(3000, 3000, "L")] + [_png(1, 1)] * 7
+    status, answer = _predict_bytes(server, util, encoded)
+    assert status == 400, answer
+    message = answer["error"]
+    assert "72000000 pixels" in message and "padded to 3000x3000" in message
+    assert "--max-request-pixels" in message and "40000000" in message
+    _alive(server, util)
+
+
+def test_every_frame_of_an_animated_gif_counts(server, util):
+    # Was: the pixel check counted one frame, tf.io.decode_image decoded all of them.
+    frames = [Image.new("P", (2000, 2000), i) for i in range(12)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=40)
+    status, answer = _predict_bytes(server, util, [buffer.getvalue()])
+    assert status == 400, answer
+    assert "2000x2000 image of 12 frames (48000000 pixels)" in answer["error"]
+    assert "--max-image-pixels" in answer["error"]
+    _alive(server, util)
+
+
+def test_an_image_size_that_cannot_be_read_is_refused(server, util):
+    status, answer = _predict_bytes(server, util, [b"GIF89a" + b"\0" * 8])
+    assert status == 400 and "not a readable" in answer["error"], answer
+    _alive(server, util)
+
+
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity", b"1e999"])
+def test_non_finite_pixels_are_refused(server, util, literal):
+    # Was: 200 with all-NaN probabilities and label 0.
+    row = json.dumps(np.zeros((64, 64, 3)).tolist()).encode()
+    body = b'{"inputs": [' + row.replace(b"0.0", literal, 1) + b"]}"
+    status, answer = util.http("POST", f"{server.url}/v1/models/{util.MODEL}:predict", body)
+    assert status == 400, answer
+    assert "non-finite" in answer["error"] and "'images'" in answer["error"]
+
+
+def test_huge_json_integer_is_a_bad_request(server, util):
+    # Was: 500 "Internal error" (Python's 4300-digit int limit).
+    row = json.dumps(np.zeros((64, 64, 3), int).tolist()).encode()
+    body = b'{"inputs": [' + row.replace(b"0", b"7" * 5000, 1) + b"]}"
+    status, answer = util.http("POST", f"{server.url}/v1/models/{util.MODEL}:predict", body)
+    assert status == 400, answer
+    assert "non-finite" in answer["error"]
+    status, answer = util.http(
+        "POST", f"{server.url}/v1/models/{util.MODEL}:predict",
+        b'{"signature_name": ' + b"9" * 5000 + b', "inputs": [1]}',
+    )
+    assert status == 400, answer
+    _alive(server, util)
+
+
+@pytest.fixture
+def grpc_stub(server):
+    pytest.importorskip("tensorflow_serving.apis.prediction_service_pb2_grpc")
+    grpc = pytest.importorskip("grpc")
+    if server.grpc_target is None:
+        pytest.skip("the server runs without gRPC")
+    from tensorflow_serving.apis import prediction_service_pb2_grpc
+
+    with grpc.insecure_channel(server.grpc_target) as channel:
+        yield grpc, prediction_service_pb2_grpc.PredictionServiceStub(channel)
+
+
+def _request(util, tensor_proto, signature="serving_default", name="images"):
+    from tensorflow_serving.apis import predict_pb2
+
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = util.MODEL
+    request.model_spec.signature_name = signature
+    request.inputs[name].CopyFrom(tensor_proto)
+    return request
+
+
+def test_grpc_declared_shape_must_match_the_values_sent(grpc_stub, util):
+    # Was: a 71-byte request declaring [1500, 96, 96, 3] without values was
+    # zero-filled by tf.make_ndarray and run on 1500 images.
+    from tensorflow.core.framework import tensor_pb2, types_pb2
+
+    grpc, stub = grpc_stub
+    proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT)
+    for size in (2, 64, 64, 3):
+        proto.tensor_shape.dim.add(size=size)
+    request = _request(util, proto)
+    assert len(request.SerializeToString()) < 100
+    for values in ([], [1.0]):  # none, or one to be repeated
+        del proto.float_val[:]
+        proto.float_val.extend(values)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Predict(_request(util, proto), timeout=30)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "declares shape [2, 64, 64, 3]" in info.value.details()
+        assert f"carries {len(values)} values" in info.value.details()
+    proto.tensor_content = b"\0" * 100  # a few bytes of content: the same
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Predict(_request(util, proto), timeout=30)
+    assert "carries 100 bytes" in info.value.details()
+
+
+def test_grpc_limits_and_non_finite_values(grpc_stub, server, util):
+    import tensorflow as tf
+
+    from keras_deconvnet.serving.client import GrpcClient
+
+    grpc, stub = grpc_stub
+    images = np.zeros((1, 64, 64, 3), np.float32)
+    images[0, 3, 4, 1] = np.nan
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Predict(_request(util, tf.make_tensor_proto(images)), timeout=30)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "1 non-finite value" in info.value.details()
+    with GrpcClient(server.grpc_target, util.MODEL, timeout=30) as client:
+        with pytest.raises(ServingError, match="9 rows, over the limit of 8") as error:
+            client.predict_images([_png(1, 1)] * 9, batch_size=9)
+        assert error.value.code == "INVALID_ARGUMENT"
