@@ -21,10 +21,11 @@ What the authors' `generate_EDeconvNet_CRF_results.m` did, and the defaults here
 Each iteration sets `Q_i(l) ∝ exp(-U_i(l) + sum_k w_k m_k(i, l))` with one message per kernel:
 
 - `normalization="none"` (the authors'): `m = K Q`, the lattice's raw Gaussian-weighted sum
-  of the marginals, including the pixel's own term (`k(i, i) = 1`). A message grows with the
-  kernel's mass around the pixel (about 28 for the smoothness kernel; up to hundreds for the
-  appearance kernel in uniform regions, about 1 on noisy texture), so flat regions are
-  smoothed hard and textured ones barely.
+  of the marginals, the pixel's own term included. A message grows with the kernel's mass
+  `K 1` around the pixel: about 50 for the smoothness kernel inside the image (14 in a
+  corner), about 1000 for the appearance kernel inside a uniform region and under 1 on
+  noisy texture. So the pairwise term outweighs any unary in flat regions and barely acts
+  on texture.
 - `"after"` (densecrf's NORMALIZE_AFTER, the NIPS 2011 paper's and this module's old
   behaviour): `m = (K Q) / (K 1)`, a weighted average in `[0, 1]` whatever the kernel's mass.
 - `"symmetric"` (NORMALIZE_SYMMETRIC, densecrf's and pydensecrf's default):
@@ -124,10 +125,11 @@ def unary_from_scores(scores: np.ndarray, scores_are: ScoresAre = "logits") -> n
     Example:
 
     >>> import numpy as np
-    >>> unary_from_scores(np.array([0.0, np.log(3.0)])).round(4).tolist()  # p = [1/4, 3/4]
-    [1.3863, 0.2877]
-    >>> unary_from_scores(np.array([0.25, 0.75]), "probabilities").round(4).tolist()
-    [1.3863, 0.2877]
+    >>> unary = unary_from_scores(np.array([0.0, np.log(3.0)]))  # softmax: [1/4, 3/4]
+    >>> bool(np.allclose(unary, [np.log(4.0), np.log(4.0 / 3.0)]))
+    True
+    >>> bool(np.allclose(unary_from_scores(np.array([0.25, 0.75]), "probabilities"), unary))
+    True
     """
     if scores_are not in SCORES_ARE:
         raise ValueError(
@@ -144,9 +146,9 @@ def unary_from_scores(scores: np.ndarray, scores_are: ScoresAre = "logits") -> n
 def _distinct_sorted(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The sorted distinct values of an int64 array and the index of each value among them.
 
-    Neighbouring points often share vertices, so equal runs are dropped before sorting, and
-    the stable argsort (a radix-friendly merge sort for int64) with a scattered inverse is
-    about twice as fast as np.unique(return_inverse=True).
+    Neighbouring points often share vertices, so equal runs are dropped before sorting; the
+    stable argsort (timsort, quick on these partly ordered ids) with a scattered inverse is
+    about twice as fast as np.unique(return_inverse=True) here.
     """
     new_run = np.empty(ids.size, dtype=bool)
     new_run[0] = True
@@ -285,8 +287,9 @@ class PermutohedralLattice:
     `R^(d+1)`, find its enclosing simplex with the rank trick, splat it with barycentric
     weights onto the simplex's `d + 1` vertices; blur along each of the `d + 1` lattice
     directions with the kernel `[1/2, 1, 1/2]`; slice back with the same weights, times
-    `1 / (1 + 2^-d)`. The raw output is about half the exact Gaussian sum; that scale error
-    is part of densecrf's CRF energy when it does not normalise.
+    `1 / (1 + 2^-d)`. The raw output is below the exact Gaussian sum (measured: about 0.9
+    of it on a 2-D pixel grid, 0.4-0.5 for 5-D position and colour features); that scale
+    error is part of densecrf's CRF whenever it does not normalise.
 
     Args:
         features: `(N, d)` float array of feature vectors, already scaled by `1 / std`
@@ -509,6 +512,7 @@ class _NumpyKernel:
             self.norm = (1.0 / mass**power).astype(np.float32)
 
     def message(self, marginals: np.ndarray) -> np.ndarray:
+        """`m(Q)` for `(N, C)` float32 marginals (see the module docstring)."""
         if self.normalization in ("symmetric", "before"):
             marginals = marginals * self.norm
         filtered = self.lattice.filter(marginals)
@@ -521,13 +525,18 @@ def _mean_field_numpy(
     unary: np.ndarray, kernels: list[tuple[float, np.ndarray]], normalization: str,
     iterations: int,
 ) -> np.ndarray:
+    """Mean field as densecrf's `DenseCRF::inference`: `Q = softmax(-U + sum_k w_k m_k(Q))`."""
+    # The lattices depend only on the image, so they are built once, for all iterations.
     built = [(np.float32(weight), _NumpyKernel(features, normalization))
              for weight, features in kernels]
-    marginals = _softmax(-unary)
+    negative_unary = -unary
+    marginals = _softmax(negative_unary.copy())
     for _ in range(iterations):
-        logits = -unary
+        logits = negative_unary.copy()
         for weight, kernel in built:
-            logits += weight * kernel.message(marginals)
+            message = kernel.message(marginals)
+            message *= weight  # in place: these (N, C) temporaries are the size of the image
+            logits += message
         marginals = _softmax(logits)
     return marginals
 
@@ -742,8 +751,9 @@ def dense_crf(
         normalization: `"none"` (DeconvNet's, densecrf's NO_NORMALIZATION), `"symmetric"`,
             `"after"` (this function's behaviour before 2026) or `"before"`.
         backend: `"auto"` (pydensecrf2 when installed, else NumPy), `"numpy"` or
-            `"pydensecrf2"`. Both run the same algorithm; labels agree on about 99.9% of
-            pixels (float rounding differs).
+            `"pydensecrf2"`. Both run the same float32 algorithm and gave identical labels
+            on every pixel of the 100x80 to 500x375 images measured; only float rounding
+            (summation order, `exp`) differs, so an odd pixel may flip elsewhere.
 
     Returns:
         `(H, W, C)` float32 refined marginals; each pixel's values sum to 1, and
