@@ -756,6 +756,9 @@ def _layer_kinds(model: keras.Model) -> dict:
 
     kinds = {}
     for layer in model.layers:
+        if isinstance(layer, keras.Model):  # the backbone inside a segmenter
+            kinds.update(_layer_kinds(layer))
+            continue
         name = layer.name
         if isinstance(layer, MaxPoolWithArgmax):
             kinds[name] = "pooling (MaxPoolWithArgmax)"

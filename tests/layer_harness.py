@@ -37,7 +37,10 @@ def run_model_checks(build, inputs: list[np.ndarray]) -> None:
     eager = eager if isinstance(eager, (list, tuple)) else [eager]
     symbolic = model.outputs
     for s, e in zip(symbolic, eager):
-        assert tuple(d for d in s.shape[1:]) == tuple(e.shape[1:]) or None in s.shape[1:]
+        # Every known symbolic dimension must equal the eager one; None matches any.
+        assert len(s.shape) == len(e.shape)
+        for symbolic_dim, eager_dim in zip(s.shape[1:], e.shape[1:]):
+            assert symbolic_dim is None or symbolic_dim == eager_dim, (s.shape, e.shape)
 
     # Gradients reach every trainable weight.
     with tf.GradientTape() as tape:

@@ -2,10 +2,11 @@
 
 `tf.nn.max_pool_with_argmax` has no TFLite builtin, no XLA kernel on every device, and
 its flat int64 indices differ between CPU and GPU. This layer instead returns the
-switches as a mask over the input. The pooled values come from one MAX_POOL_2D; the
-mask from SPACE_TO_DEPTH, SPLIT, MAXIMUM, EQUAL, SELECT_V2, CONCATENATION and
-DEPTH_TO_SPACE, which are TFLite builtins the GPU delegate accepts and which stay in
-the integer domain in a fully quantized (int8) model.
+switches as a mask over the input. The pooled values come from one MAX_POOL_2D (and a
+MINIMUM that keeps an all -inf window at -inf); the mask from SPACE_TO_DEPTH, SPLIT,
+MAXIMUM, EQUAL, SELECT_V2, CONCATENATION and DEPTH_TO_SPACE, which are TFLite
+builtins the GPU delegate accepts and which stay in the integer domain in a fully
+quantized (int8) model.
 """
 
 from __future__ import annotations
@@ -72,22 +73,27 @@ class MaxPoolWithArgmax(keras.layers.Layer):
 
     def build(self, input_shape):
         window_ops.check_channels(input_shape)
-        self.input_spec = keras.layers.InputSpec(ndim=4, axes={-1: input_shape[-1]})
 
     def call(self, inputs):
         size = window_ops.spatial_size(inputs)
         fitted = window_ops.fit_to_windows(inputs, self.pool_size, self.padding)
         windows = window_ops.to_windows(fitted, self.pool_size)
-        # One MAX_POOL_2D (a single fused kernel, TFLite builtin); its gradient goes to
-        # the first maximum of each window, as TF's argmax does.
+        # Running maxima over the window positions in row-major order: position k is
+        # the switch where the running maximum first reaches the window's maximum.
+        running = [windows[0]]
+        for window in windows[1:]:
+            running.append(tf.maximum(running[-1], window))
+        # One MAX_POOL_2D (a single fused kernel, TFLite builtin) whose gradient goes
+        # to the first maximum of each window, as TF's argmax does. MINIMUM with the
+        # running maximum only changes an all -inf window, where TF's CPU kernel
+        # returns the lowest finite float instead of -inf.
         pooled = tf.nn.max_pool2d(fitted, self.pool_size, self.pool_size, "VALID")
+        pooled = tf.minimum(pooled, running[-1])
         one = tf.ones([], pooled.dtype)
         zero = tf.zeros([], pooled.dtype)
         switches = []
-        running_max = None
         reached_before = None
-        for window in windows:
-            running_max = window if running_max is None else tf.maximum(running_max, window)
+        for running_max in running:
             reached = tf.equal(running_max, pooled)
             switch = tf.where(reached, one, zero)
             if reached_before is not None:

@@ -12,7 +12,7 @@ from keras_deconvnet.layers import MaxPoolWithArgmax, Unpool
 GPU_OPS = {
     "CAST", "CONCATENATION", "CONV_2D", "DEPTH_TO_SPACE", "EQUAL", "MAXIMUM", "MUL",
     "SPACE_TO_DEPTH", "SPLIT", "STRIDED_SLICE", "SUB", "ADD", "RELU", "SLICE", "PAD",
-    "MAX_POOL_2D", "GREATER", "SELECT_V2",
+    "MAX_POOL_2D", "GREATER", "SELECT_V2", "MINIMUM",
 }
 
 

@@ -178,3 +178,35 @@ class TestMaxPoolWithArgmaxCorrectness:
         np.testing.assert_array_equal(
             np.flatnonzero(switches), np.sort(ref_argmax.numpy().ravel())
         )
+
+
+class TestNonFiniteInputs:
+    """Exact as `tf.nn.max_pool_with_argmax` + `tf.scatter_nd`, infinities included."""
+
+    def _round_trip(self, x, jit_compile=False):
+        @tf.function(jit_compile=jit_compile)
+        def run(x):
+            pooled, switches = MaxPoolWithArgmax()(x)
+            return pooled, switches, Unpool()(pooled, switches)
+
+        return [t.numpy() for t in run(tf.constant(x))]
+
+    @pytest.mark.parametrize("jit_compile", [False, True])
+    def test_infinities_stay_at_their_switch_with_zeros_around(self, jit_compile):
+        x = np.array([[np.inf, 1.0, -np.inf, -np.inf],
+                      [2.0, 3.0, -np.inf, -np.inf]], "float32").reshape(1, 2, 4, 1)
+        pooled, switches, unpooled = self._round_trip(x, jit_compile)
+        ref_pooled, ref_argmax = reference_pool(x)
+        np.testing.assert_array_equal(pooled, ref_pooled)  # [inf, -inf]
+        expected = reference_unpool(ref_pooled, ref_argmax, x.shape).numpy()
+        np.testing.assert_array_equal(unpooled, expected)
+        assert not np.isnan(unpooled).any()
+        # The all -inf window keeps -inf at its first position.
+        assert unpooled[0, 0, 2, 0] == -np.inf and unpooled[0, 1, 3, 0] == 0.0
+        np.testing.assert_array_equal(np.flatnonzero(switches), np.sort(ref_argmax.numpy().ravel()))
+
+    def test_zeros_are_positive_as_the_scatter_writes_them(self):
+        x = -np.abs(np.random.default_rng(0).normal(size=(1, 4, 4, 2))).astype("float32")
+        *_, unpooled = self._round_trip(x)
+        zeros = unpooled == 0
+        assert zeros.any() and not np.signbit(unpooled[zeros]).any()
