@@ -1,9 +1,9 @@
 """Evaluates segmentation methods side by side, the way the paper's Table 1 does.
 
-One pass over a dataset runs every requested method on every image at its own size and
-accumulates one confusion matrix per method: whole-image inference, proposal-based
-(instance-wise) inference, either followed by the dense CRF, and the EDeconvNet
-ensemble with FCN-8s through the same proposal path.
+One pass over a dataset runs every requested method on every image at its own size
+(`keras_deconvnet.inference.segment_image`) and accumulates one confusion matrix per
+method, with the PASCAL VOC devkit's rules (label 255 ignored). `comparison_table`
+prints the per-class table that `deconvnet evaluate`, `train` and `quickstart` show.
 """
 
 from __future__ import annotations
@@ -13,11 +13,15 @@ from collections.abc import Iterable, Sequence
 import keras
 import numpy as np
 
-from keras_deconvnet.inference.proposals import normalise_scores, predict_proposals
-from keras_deconvnet.inference.whole_image import predict_whole_image
+from keras_deconvnet.inference.methods import (
+    METHODS,
+    InferenceConfig,
+    check_methods,
+    segment_image,
+)
 from keras_deconvnet.metrics import confusion_matrix, iou_from_confusion
 
-METHODS = ("whole", "whole_crf", "proposals", "proposals_crf", "ensemble", "ensemble_crf")
+__all__ = ["METHODS", "InferenceConfig", "comparison_table", "evaluate_methods"]
 
 
 def evaluate_methods(
@@ -26,11 +30,7 @@ def evaluate_methods(
     num_classes: int,
     methods: Sequence[str] = ("whole", "proposals"),
     fcn: keras.Model | None = None,
-    proposals=None,
-    top_n: int = 50,
-    aggregation: str = "max",
-    batch_size: int = 16,
-    crf=None,
+    config: InferenceConfig | None = None,
     max_examples: int | None = None,
     verbose: int = 1,
     total: int | None = None,
@@ -38,39 +38,36 @@ def evaluate_methods(
     """Mean IoU of each method over a dataset (VOC devkit rules, 255 ignored).
 
     Args:
-        model: the segmentation model (logits output).
+        model: the DeconvNet segmenter (logits output).
         examples: iterable of dicts with `"image"` `(H, W, 3)` uint8 and
-            `"class_mask"` `(H, W)` (tensors or arrays), e.g. a dataset from
-            `keras_deconvnet.data`.
+            `"class_mask"` `(H, W)` (and optionally `"image_id"`, for proposal
+            files), e.g. a dataset from `keras_deconvnet.data`.
         num_classes: classes including background.
         methods: any of `METHODS`.
-        fcn: an FCN-8s for the `ensemble*` methods (same input and classes as
-            `model`).
-        proposals: proposal generator or None (sliding windows).
-        top_n, aggregation, batch_size: as in `predict_proposals`.
-        crf: a callable `(image, probabilities) -> probabilities` for the `*_crf`
-            methods; defaults to `keras_deconvnet.inference.crf.dense_crf`.
+        fcn: an FCN-8s segmenter for the `ensemble*` methods.
+        config: an `InferenceConfig` (proposals, windows, ensemble, CRF); the
+            defaults are the authors'.
         max_examples: stop after this many images.
         verbose: 1 shows a progress bar.
-        total: number of examples, for the progress bar (when `examples` has no
-            length).
+        total: number of examples, for the progress bar.
 
     Returns:
         `{method: iou_from_confusion(...) + {"confusion_matrix": list}}` plus
         `"num_images"`.
-    """
-    unknown = sorted(set(methods) - set(METHODS))
-    if unknown or not methods:
-        raise ValueError(f"`methods` must be among {METHODS}. Received: {list(methods)}")
-    if any(m.startswith("ensemble") for m in methods) and fcn is None:
-        raise ValueError("The ensemble methods need an FCN-8s model: pass `fcn`.")
-    if any(m.endswith("_crf") for m in methods) and crf is None:
-        from keras_deconvnet.inference.crf import dense_crf as crf
-    ensemble = None
-    if fcn is not None and any(m.startswith("ensemble") for m in methods):
-        from keras_deconvnet.models import EDeconvNetImageSegmenter
 
-        ensemble = EDeconvNetImageSegmenter(model, fcn, mode="mean")
+    Example:
+
+    >>> from keras_deconvnet.data import synthetic_dataset
+    >>> from keras_deconvnet.models import DeconvNetImageSegmenter
+    >>> model = DeconvNetImageSegmenter.from_preset("deconvnet_edge_small", num_classes=6)
+    >>> results = evaluate_methods(
+    ...     model, synthetic_dataset("val", 1, (96, 96)).as_numpy_iterator(), 6,
+    ...     methods=("whole",), verbose=0)
+    >>> results["num_images"], 0.0 <= results["whole"]["mean_iou"] <= 1.0
+    (1, True)
+    """
+    methods = check_methods(methods, fcn)
+    config = config or InferenceConfig()
     matrices = {m: np.zeros((num_classes, num_classes), np.int64) for m in methods}
     if total is None and hasattr(examples, "__len__"):
         total = len(examples)
@@ -82,22 +79,13 @@ def evaluate_methods(
         if max_examples is not None and count >= max_examples:
             break
         image = np.asarray(example["image"])
-        labels = np.asarray(example["class_mask"])
-        cache = {}
+        truth = np.asarray(example["class_mask"])
+        image_id = example.get("image_id")
+        if isinstance(image_id, bytes):
+            image_id = image_id.decode()
+        labels = segment_image(image, model, methods, config, fcn, image_id or None)
         for method in methods:
-            base = method.removesuffix("_crf")
-            if base not in cache:
-                if base == "whole":
-                    cache[base] = predict_whole_image(model, image)
-                else:
-                    cache[base] = predict_proposals(
-                        ensemble if base == "ensemble" else model, image, proposals,
-                        top_n=top_n, batch_size=batch_size, aggregation=aggregation,
-                    )
-            scores = cache[base]
-            if method.endswith("_crf"):
-                scores = crf(image, normalise_scores(scores))
-            matrices[method] += confusion_matrix(labels, scores.argmax(-1), num_classes)
+            matrices[method] += confusion_matrix(truth, labels[method], num_classes)
         count += 1
         progress.update(count)
     if count == 0:
@@ -108,3 +96,33 @@ def evaluate_methods(
         result["confusion_matrix"] = cm.tolist()
         results[method] = result
     return results
+
+
+def comparison_table(results: dict, methods, class_names) -> str:
+    """One line per class, one column per method, percentages; mean IoU last.
+
+    Example:
+
+    >>> r = {"whole": {"per_class_iou": [0.5, 1.0], "mean_iou": 0.75, "pixel_accuracy": 0.9}}
+    >>> print(comparison_table(r, ["whole"], ["background", "cat"]))
+    class                whole
+    background            50.0
+    cat                  100.0
+    --------------------------
+    mean IoU              75.0
+    pixel acc.            90.0
+    """
+    width = max(12, *(len(m) + 2 for m in methods))
+    lines = [f"{'class':<14}" + "".join(f"{m:>{width}}" for m in methods)]
+    for c, name in enumerate(class_names):
+        cells = []
+        for m in methods:
+            value = results[m]["per_class_iou"][c]
+            cells.append(f"{'-':>{width}}" if not np.isfinite(value)
+                         else f"{100 * value:>{width}.1f}")
+        lines.append(f"{name:<14}" + "".join(cells))
+    lines.append("-" * len(lines[0]))
+    for key, label in (("mean_iou", "mean IoU"), ("pixel_accuracy", "pixel acc.")):
+        lines.append(f"{label:<14}" + "".join(
+            f"{100 * results[m][key]:>{width}.1f}" for m in methods))
+    return "\n".join(lines)

@@ -106,6 +106,65 @@ def save_overlay(
     return path
 
 
+def save_comparison(
+    images: Sequence[np.ndarray],
+    truths: Sequence[np.ndarray],
+    predictions: dict[str, Sequence[np.ndarray]],
+    path: str | os.PathLike,
+    class_names: Sequence[str],
+    palette=None,
+) -> Path:
+    """A grid with one row per image: the image, its ground truth, each method's labels.
+
+    Args:
+        images: RGB images.
+        truths: their ground-truth label maps (255 drawn in the palette's row 255).
+        predictions: `{method: [label map per image]}`, one column each.
+        path: the PNG to write.
+        class_names: names for the legend (classes present anywhere).
+        palette: `(256, 3)` colours; defaults to VOC's.
+
+    Returns:
+        The path written.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.patches as mpatches
+    import matplotlib.pyplot as plt
+
+    palette = np.asarray(voc_palette() if palette is None else palette, np.uint8)
+    columns = ["image", "ground truth", *predictions]
+    rows = len(images)
+    fig, axes = plt.subplots(rows, len(columns), squeeze=False,
+                             figsize=(2.2 * len(columns), 2.2 * rows + 0.6))
+    present = set()
+    for r in range(rows):
+        panels = [images[r], colorize(truths[r], palette)]
+        present.update(int(c) for c in np.unique(truths[r]) if c != 255)
+        for method in predictions:
+            labels = predictions[method][r]
+            present.update(int(c) for c in np.unique(labels))
+            panels.append(overlay(images[r], labels, palette, alpha=0.7))
+        for c, panel in enumerate(panels):
+            axes[r][c].imshow(panel)
+            axes[r][c].axis("off")
+            if r == 0:
+                axes[r][c].set_title(columns[c], fontsize=10)
+    handles = [
+        mpatches.Patch(color=palette[c] / 255.0,
+                       label=class_names[c] if c < len(class_names) else f"class {c}")
+        for c in sorted(present)
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7) or 1,
+               frameon=False, fontsize=9)
+    fig.tight_layout(rect=(0, 0.6 / (2.2 * rows + 0.6), 1, 1))
+    path = Path(path)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 def save_confusion_matrix(
     cm: np.ndarray, path: str | os.PathLike, class_names: Sequence[str], title: str = ""
 ) -> Path:

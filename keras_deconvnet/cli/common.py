@@ -123,3 +123,50 @@ def write_json(data: dict, path: str | os.PathLike) -> Path:
     partial.write_text(json.dumps(_jsonable(data), indent=2))
     os.replace(partial, path)
     return path
+
+
+def add_inference_args(parser: argparse.ArgumentParser) -> None:
+    """Proposal, aggregation and ensemble flags (defaults: the authors' inference)."""
+    group = parser.add_argument_group("inference (defaults: the authors' code)")
+    group.add_argument("--proposals-dir",
+                       help="precomputed proposals, one file per image id (EdgeBoxes' "
+                       "output, as the paper); default: built-in sliding windows")
+    group.add_argument("--proposals-format", choices=("edgeboxes", "xywh", "yxyx"),
+                       default="edgeboxes",
+                       help="columns of the proposal files (edgeboxes: x y w h score, "
+                       "1-based, as EdgeBoxes' MATLAB toolbox writes them)")
+    group.add_argument("--top-n", type=int, default=50,
+                       help="windows actually run per image, after the size filter (50)")
+    group.add_argument("--min-box-size", type=float, default=None,
+                       help="skip windows with a shorter side under this many pixels "
+                       "(default: half the network input, 112 at 224)")
+    group.add_argument("--context", type=float, default=1.2,
+                       help="proposal enlargement, as the training crops (1.2)")
+    group.add_argument("--score-mode", choices=("logits", "probabilities"), default="logits",
+                       help="aggregate raw scores on a zero canvas (the authors') or "
+                       "a softmax per window")
+    group.add_argument("--aggregation", choices=("max", "mean"), default="max")
+    group.add_argument("--ensemble-mode", choices=("product", "mean"), default="product",
+                       help="deconvnet * max(0, fcn) on raw scores (the authors' code) or "
+                       "the mean of probabilities (the paper's text)")
+
+
+def inference_config_from_args(args):
+    """An `InferenceConfig` from `add_inference_args` flags."""
+    from keras_deconvnet.data import FileProposals
+    from keras_deconvnet.inference.methods import InferenceConfig
+
+    proposals = None
+    if getattr(args, "proposals_dir", None):
+        try:
+            proposals = FileProposals(args.proposals_dir, box_format=args.proposals_format)
+        except (FileNotFoundError, ValueError) as e:
+            raise CommandError(str(e)) from None
+    try:
+        return InferenceConfig(
+            proposals=proposals, top_n=args.top_n, min_box_size=args.min_box_size,
+            context=args.context, score_mode=args.score_mode,
+            aggregation=args.aggregation, ensemble_mode=args.ensemble_mode,
+        )
+    except ValueError as e:
+        raise CommandError(str(e)) from None

@@ -10,12 +10,15 @@ import numpy as np
 from keras_deconvnet.cli import CommandError
 from keras_deconvnet.cli.common import (
     add_dataset_args,
+    add_inference_args,
     add_model_args,
     build_dataset,
     dataset_length,
+    inference_config_from_args,
     load_model,
     write_json,
 )
+from keras_deconvnet.evaluation import comparison_table  # noqa: F401 (train imports it)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -45,30 +48,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--methods", nargs="+", choices=METHODS,
                         default=["whole", "proposals"])
     parser.add_argument("--fcn", help="FCN-8s segmenter (preset directory) for the ensemble")
-    parser.add_argument("--top-n", type=int, default=50, help="proposals per image")
-    parser.add_argument("--aggregation", choices=("max", "mean"), default="max")
+    add_inference_args(parser)
     parser.add_argument("--out", default=None, help="directory for JSON and plots")
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     parser.set_defaults(func=run)
     return parser
-
-
-def comparison_table(results: dict, methods, class_names) -> str:
-    """One line per class, one column per method, percentages; mean IoU last."""
-    width = max(12, *(len(m) + 2 for m in methods))
-    lines = [f"{'class':<14}" + "".join(f"{m:>{width}}" for m in methods)]
-    for c, name in enumerate(class_names):
-        cells = []
-        for m in methods:
-            value = results[m]["per_class_iou"][c]
-            cells.append(f"{'-':>{width}}" if not np.isfinite(value)
-                         else f"{100 * value:>{width}.1f}")
-        lines.append(f"{name:<14}" + "".join(cells))
-    lines.append("-" * len(lines[0]))
-    for key, label in (("mean_iou", "mean IoU"), ("pixel_accuracy", "pixel acc.")):
-        lines.append(f"{label:<14}" + "".join(
-            f"{100 * results[m][key]:>{width}.1f}" for m in methods))
-    return "\n".join(lines)
 
 
 def run(args) -> int:
@@ -88,8 +72,7 @@ def run(args) -> int:
         fcn = load_segmenter(args.fcn)
     results = evaluate_methods(
         model, dataset.as_numpy_iterator(), info.num_classes, methods=args.methods,
-        fcn=fcn, top_n=args.top_n, aggregation=args.aggregation,
-        total=dataset_length(dataset),
+        fcn=fcn, config=inference_config_from_args(args), total=dataset_length(dataset),
     )
     print(f"\nMean IoU (%) on {args.dataset}/{args.split}, {results['num_images']} images:")
     print(comparison_table(results, args.methods, info.class_names))

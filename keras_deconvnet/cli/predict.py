@@ -6,7 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from keras_deconvnet.cli.common import add_model_args, load_model, write_json
+from keras_deconvnet.cli.common import (
+    add_inference_args,
+    add_model_args,
+    inference_config_from_args,
+    load_model,
+    write_json,
+)
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -30,10 +36,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("images", nargs="+", help="image files")
     parser.add_argument("--out", required=True, help="output directory")
     add_model_args(parser)
-    parser.add_argument("--method", choices=("proposals", "whole"), default="proposals")
-    parser.add_argument("--top-n", type=int, default=50, help="proposals per image")
-    parser.add_argument("--aggregation", choices=("max", "mean"), default="max")
+    parser.add_argument("--method", choices=("proposals", "whole", "ensemble"),
+                        default="proposals")
+    parser.add_argument("--fcn", help="FCN-8s segmenter (preset) for --method ensemble")
     parser.add_argument("--crf", action="store_true", help="refine with the dense CRF")
+    add_inference_args(parser)
     parser.add_argument("--class-names", help="comma-separated class names for the legend")
     parser.set_defaults(func=run)
     return parser
@@ -43,15 +50,14 @@ def run(args) -> int:
     import keras
 
     from keras_deconvnet import visualize
-    from keras_deconvnet.inference import (
-        ImageReadError,
-        load_image,
-        normalise_scores,
-        predict_proposals,
-        predict_whole_image,
-    )
+    from keras_deconvnet.inference import ImageReadError, load_image
+    from keras_deconvnet.inference.methods import segment_image
+    from keras_deconvnet.models import load_segmenter
 
     model = load_model(args)
+    config = inference_config_from_args(args)
+    method = args.method + ("_crf" if args.crf else "")
+    fcn = load_segmenter(args.fcn) if args.fcn else None
     if args.class_names:
         names = [n.strip() for n in args.class_names.split(",")]
     else:
@@ -69,16 +75,8 @@ def run(args) -> int:
             failures.append({"image": name, "error": str(e)})
             progress.update(i)
             continue
-        if args.method == "proposals":
-            scores = predict_proposals(model, image, top_n=args.top_n,
-                                       aggregation=args.aggregation)
-        else:
-            scores = predict_whole_image(model, image)
-        if args.crf:
-            from keras_deconvnet.inference.crf import dense_crf
-
-            scores = dense_crf(image, normalise_scores(scores))
-        labels = scores.argmax(-1).astype("uint8")
+        labels = segment_image(image, model, (method,), config, fcn,
+                               image_id=Path(name).stem)[method]
         stem = Path(name).stem
         label_path = visualize.save_label_png(labels, out / f"{stem}_labels.png", palette)
         overlay_path = visualize.save_overlay(

@@ -40,7 +40,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--stage2-epochs", type=int, default=15)
     parser.add_argument("--steps-per-epoch", type=int, default=100)
     parser.add_argument("--learning-rate", type=float, default=0.05)
-    parser.add_argument("--top-n", type=int, default=20, help="proposals per image")
+    parser.add_argument("--top-n", type=int, default=50,
+                        help="proposal windows run per image (the paper's 50)")
     parser.add_argument("--formats", default=",".join(EXPORT_FORMATS),
                         help="comma-separated export formats (as `deconvnet export`)")
     parser.add_argument("--seed", type=int, default=0)
@@ -52,11 +53,10 @@ def run(args) -> int:
     import numpy as np
 
     from keras_deconvnet import visualize
-    from keras_deconvnet.cli.evaluate import comparison_table
     from keras_deconvnet.data import SYNTHETIC_INFO, synthetic_dataset
-    from keras_deconvnet.evaluation import evaluate_methods
+    from keras_deconvnet.evaluation import comparison_table, evaluate_methods
     from keras_deconvnet.export import export_all
-    from keras_deconvnet.inference import predict_proposals
+    from keras_deconvnet.inference.methods import InferenceConfig, segment_image
     from keras_deconvnet.recipes import train_recipe
     from keras_deconvnet.training import TrainingConfig
 
@@ -82,10 +82,11 @@ def run(args) -> int:
     model = result.model
 
     print(f"\n== 2/4 Evaluating on {args.val_examples} validation images")
-    evaluation = evaluate_methods(model, val.as_numpy_iterator(), info.num_classes,
-                                  methods=("whole", "proposals"), top_n=args.top_n,
-                                  total=args.val_examples)
     methods = ["whole", "proposals"]
+    inference = InferenceConfig(top_n=args.top_n)
+    evaluation = evaluate_methods(model, val.as_numpy_iterator(), info.num_classes,
+                                  methods=methods, config=inference,
+                                  total=args.val_examples)
     print(comparison_table(evaluation, methods, info.class_names))
 
     print("\n== 3/4 Exporting with parity checks")
@@ -115,12 +116,17 @@ def run(args) -> int:
         description="deconvnet quickstart model (two-stage recipe on synthetic shapes)",
     )
 
-    print("\n== 4/4 Drawing a prediction")
-    example = examples[0]
-    scores = predict_proposals(model, example["image"], top_n=args.top_n)
-    picture = visualize.save_overlay(
-        example["image"], scores.argmax(-1), out / "prediction.png", info.class_names,
-        info.palette, title="proposal-based inference",
+    print("\n== 4/4 Drawing predictions next to the ground truth")
+    shown = examples[:4]
+    predictions = {m: [] for m in methods}
+    for example in shown:
+        labels_by_method = segment_image(example["image"], model, methods, inference)
+        for m in methods:
+            predictions[m].append(labels_by_method[m])
+    picture = visualize.save_comparison(
+        [e["image"] for e in shown], [e["class_mask"] for e in shown],
+        {"whole image": predictions["whole"], "proposals (paper)": predictions["proposals"]},
+        out / "prediction.png", info.class_names, info.palette,
     )
     seconds = time.perf_counter() - start
     artefacts = {
@@ -131,6 +137,7 @@ def run(args) -> int:
     }
     summary = {
         "preset": args.preset,
+        "seed": args.seed,
         "train_seconds": round(result.train_seconds, 1),
         "total_seconds": round(seconds, 1),
         "validation_mean_iou": {m: evaluation[m]["mean_iou"] for m in methods},

@@ -74,9 +74,14 @@ def enlarge_boxes(boxes, context: float, image_shape=None) -> tf.Tensor:
 def sample_windows(image, label_maps, windows, crop_size, resize_size, offsets, flips):
     """Resamples windows of an image and its label maps; the geometry in the module doc.
 
+    The one crop geometry of the package: stage 1 and stage 2 training crops and
+    proposal inference (`keras_deconvnet.inference.predict_proposals`, with
+    `resize_size == crop_size`, zero offsets and no flips) all sample windows here.
+
     Args:
         image: `(H, W, 3)` image, any dtype.
-        label_maps: `(H, W, C)` int32 label maps, sampled nearest.
+        label_maps: `(H, W, C)` int32 label maps, sampled nearest; or `None` (then
+            `labels` is `None` too).
         windows: `(N, 4)` float32 windows `[ymin, xmin, ymax, xmax]`.
         crop_size: output side `S`.
         resize_size: side `R` the window is resized to before cropping.
@@ -117,8 +122,10 @@ def sample_windows(image, label_maps, windows, crop_size, resize_size, offsets, 
     ix = tf.cast(tf.floor(xs), tf.int32)
     valid_y = (iy >= 0) & (iy < height)
     valid_x = (ix >= 0) & (ix < width)
-    rows = tf.gather(label_maps, tf.clip_by_value(iy, 0, height - 1), axis=0)  # N,S,W,C
-    labels = tf.gather(rows, tf.clip_by_value(ix, 0, width - 1), axis=2, batch_dims=1)
+    labels = None
+    if label_maps is not None:
+        rows = tf.gather(label_maps, tf.clip_by_value(iy, 0, height - 1), axis=0)  # N,S,W,C
+        labels = tf.gather(rows, tf.clip_by_value(ix, 0, width - 1), axis=2, batch_dims=1)
     valid = valid_y[:, :, tf.newaxis] & valid_x[:, tf.newaxis, :]
     images = tf.where(valid[..., tf.newaxis], images, 0.0)
     return images, labels, valid

@@ -17,7 +17,8 @@ Built in:
   ranked by a cheap edge-density score (EdgeBoxes-like, much simpler) and
   de-duplicated by non-maximum suppression. Works on any image, needs no files.
 - `FileProposals`: precomputed proposals (e.g. EdgeBoxes, as in the paper) read per
-  image id from `DIRECTORY/<image_id>.npy`, `.txt` or `.csv`.
+  image id from `DIRECTORY/<image_id>.npy`, `.txt` or `.csv`, in EdgeBoxes' own
+  `x y w h score` format (the default) or as `[ymin, xmin, ymax, xmax]`.
 """
 
 from __future__ import annotations
@@ -291,35 +292,50 @@ class SlidingWindowProposals:
         }
 
 
+BOX_FORMATS = ("edgeboxes", "xywh", "yxyx")
+
+
 class FileProposals:
     """Precomputed proposals read from one file per image id.
 
     File format: `DIRECTORY/<image_id>.npy` holding a float array `(N, 4)` or
-    `(N, 5)`, or `DIRECTORY/<image_id>.txt` / `.csv` with one box per line,
-    `ymin xmin ymax xmax [score]` separated by commas and/or whitespace (blank lines
-    and lines starting with `#` are skipped). Coordinates are absolute pixels,
-    `[ymin, xmin, ymax, xmax]`. With a 5th column boxes are sorted by it, highest
-    first; otherwise the file order is taken as best first. Boxes are clipped to the
-    image when the image is given. The first of `.npy`, `.txt`, `.csv` that exists is
-    read.
+    `(N, 5)`, or `DIRECTORY/<image_id>.txt` / `.csv` with one box per line separated
+    by commas and/or whitespace (blank lines and lines starting with `#` are
+    skipped). Columns, by `box_format`:
+
+    - `"edgeboxes"` (default): `x y w h [score]` as EdgeBoxes' MATLAB toolbox writes
+      them (`edgeBoxes`, Zitnick & Dollar 2014, the paper's proposals): `x, y` the
+      1-based column and row of the top-left pixel, `w, h` in pixels.
+    - `"xywh"`: the same with 0-based `x, y` (OpenCV's `ximgproc` EdgeBoxes).
+    - `"yxyx"`: `ymin xmin ymax xmax [score]`, 0-based pixel edges.
+
+    With a 5th column boxes are sorted by it, highest first; otherwise the file order
+    is taken as best first. Boxes are clipped to the image when the image is given.
+    The first of `.npy`, `.txt`, `.csv` that exists is read.
 
     Args:
         directory: path of the folder of proposal files.
         max_proposals: int or None; keep at most this many (the best).
+        box_format: one of `BOX_FORMATS`. Defaults to `"edgeboxes"`.
 
     Example:
 
     >>> import tempfile, numpy as np
     >>> folder = tempfile.mkdtemp()
-    >>> np.save(f"{folder}/img1.npy", np.array([[0, 0, 5, 5]], np.float32))
+    >>> np.savetxt(f"{folder}/img1.txt", [[1, 1, 5, 4, 0.9]])  # x y w h score
     >>> FileProposals(folder)(np.zeros((8, 8, 3), np.uint8), image_id="img1")
-    array([[0., 0., 5., 5.]], dtype=float32)
+    array([[0., 0., 4., 5.]], dtype=float32)
     """
 
     EXTENSIONS = (".npy", ".txt", ".csv")
 
-    def __init__(self, directory: str, max_proposals: int | None = None):
+    def __init__(self, directory: str, max_proposals: int | None = None,
+                 box_format: str = "edgeboxes"):
         directory = os.fspath(directory)
+        if box_format not in BOX_FORMATS:
+            raise ValueError(
+                f"`box_format` must be one of {BOX_FORMATS}. Received: box_format={box_format!r}"
+            )
         if not os.path.isdir(directory):
             raise FileNotFoundError(f"Proposal directory not found: {directory}")
         if max_proposals is not None and (
@@ -332,6 +348,7 @@ class FileProposals:
             )
         self.directory = directory
         self.max_proposals = max_proposals
+        self.box_format = box_format
 
     def path(self, image_id: str) -> str:
         """The file read for `image_id`; FileNotFoundError when there is none."""
@@ -377,6 +394,7 @@ class FileProposals:
             raise ValueError(f"Proposals in {path} contain NaN or infinite values.")
         if array.shape[1] == 5:
             array = array[np.argsort(-array[:, 4], kind="stable"), :4]
+        array = self._to_yxyx(array)
         flipped = (array[:, 2] < array[:, 0]) | (array[:, 3] < array[:, 1])
         if flipped.any():
             warnings.warn(
@@ -388,6 +406,18 @@ class FileProposals:
         if self.max_proposals is not None:
             array = array[: self.max_proposals]
         return array
+
+    def _to_yxyx(self, array: np.ndarray) -> np.ndarray:
+        if self.box_format == "yxyx":
+            return array
+        x, y, w, h = array.T
+        if self.box_format == "edgeboxes":
+            x, y = x - 1, y - 1  # MATLAB's 1-based pixel indices
+        return np.stack([y, x, y + h, x + w], 1).astype(np.float32)
+
+    def get_config(self) -> dict:
+        return {"directory": self.directory, "max_proposals": self.max_proposals,
+                "box_format": self.box_format}
 
     def __call__(self, image=None, image_id: str | None = None) -> np.ndarray:
         if image_id is None:

@@ -1,35 +1,43 @@
-"""Inference: instance-wise (proposal) prediction, whole-image prediction, image files.
+"""Inference: instance-wise (proposal) prediction as the authors ran it, whole-image
+prediction, the EDeconvNet ensemble, the dense CRF, and image files.
 
-`predict_proposals` is the paper's inference (proposals -> crops -> batched predict ->
-paste back -> max/mean aggregation); `predict_whole_image` is the comparison baseline;
-`dense_crf` refines either.
+`predict_proposals` is the paper's inference (proposal windows -> batched network ->
+raw scores max-aggregated on a zero canvas); `predict_whole_image` is the comparison
+baseline; `predict_ensemble` adds FCN-8s; `dense_crf` refines any of them.
 """
 
 from keras_deconvnet.inference.crf import DenseCRF, dense_crf
+from keras_deconvnet.inference.ensemble import predict_ensemble, predict_fcn_padded
 from keras_deconvnet.inference.images import ImageReadError, load_image, to_rgb_uint8
 from keras_deconvnet.inference.proposals import (
     aggregate_proposals,
-    crop_proposals,
-    normalise_scores,
+    crop_windows,
     predict_proposals,
+    proposal_windows,
 )
+from keras_deconvnet.inference.scores import labels_from_scores, normalise_scores, softmax
 from keras_deconvnet.inference.whole_image import (
-    labels_from_scores,
     predict_whole_image,
+    resize_scores,
     sliding_windows,
 )
 
 __all__ = [
     "DenseCRF",
-    "dense_crf",
     "ImageReadError",
     "aggregate_proposals",
-    "crop_proposals",
+    "crop_windows",
+    "dense_crf",
     "labels_from_scores",
     "load_image",
     "normalise_scores",
+    "predict_ensemble",
+    "predict_fcn_padded",
     "predict_proposals",
     "predict_whole_image",
+    "proposal_windows",
+    "resize_scores",
     "sliding_windows",
+    "softmax",
     "to_rgb_uint8",
 ]

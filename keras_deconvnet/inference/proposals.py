@@ -1,10 +1,25 @@
-"""Instance-wise inference: predict object proposals in batches, paste back, aggregate.
+"""Instance-wise inference, as the authors' code ran it: proposals -> context windows
+-> batched network -> raw scores pasted back and max-aggregated.
 
-The paper's inference: run the network on every proposal crop (warped to the network's
-input size), paste each class-score map back into its box in image coordinates, and
-aggregate the maps pixel-wise by max (or mean); pixels no proposal covers stay
-background. Proposals come from the same pluggable generators as training
-(`keras_deconvnet.data.proposals`).
+The paper's mode (the default) follows `generate_EDeconvNet_CRF_results.m` of the
+authors' release step for step:
+
+1. each proposal is enlarged about its centre by the training context (1.2, as the
+   stage-2 crops) and rounded out to whole pixels; windows may leave the image, whose
+   outside reads as zeros (the original zero-pads the image by its own size);
+2. windows whose shorter side is under `min_box_size` are skipped (112 for the
+   paper's 224 input: half the network input) and the first `top_n` (50) windows
+   that pass are run; the threshold is applied before the cut, so 50 boxes really run;
+3. each window is warped to the network input (bilinear) by the crop geometry the
+   training crops use (`keras_deconvnet.data.crops.sample_windows`), then the
+   segmenter's preprocessor and the network give raw class scores (logits);
+4. each score map is resized bilinearly to its window and combined with a canvas by
+   the element-wise maximum; the canvas starts at 0, so negative scores never win
+   and pixels no window covers stay 0 (background after the argmax);
+5. the softmax comes last, for the CRF (`keras_deconvnet.inference.dense_crf`).
+
+`score_mode="probabilities"` is this package's earlier behaviour (a softmax per
+window before aggregating); it is kept as an option, with `aggregation="mean"`.
 """
 
 from __future__ import annotations
@@ -13,90 +28,12 @@ import numpy as np
 import tensorflow as tf
 
 from keras_deconvnet.inference.images import to_rgb_uint8
+from keras_deconvnet.inference.scores import softmax
 
 AGGREGATIONS = ("max", "mean")
-
-
-def _box_pixels(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Float boxes to integer pixel edges `[y0, x0, y1, x1]`, at least 1 px, clipped."""
-    boxes = np.asarray(boxes, np.float64)
-    y0 = np.clip(np.floor(boxes[:, 0]), 0, height - 1)
-    x0 = np.clip(np.floor(boxes[:, 1]), 0, width - 1)
-    y1 = np.clip(np.ceil(boxes[:, 2]), y0 + 1, height)
-    x1 = np.clip(np.ceil(boxes[:, 3]), x0 + 1, width)
-    return np.stack([y0, x0, y1, x1], 1).astype(np.int64)
-
-
-def aggregate_proposals(
-    score_maps: np.ndarray,
-    boxes: np.ndarray,
-    image_size: tuple[int, int],
-    aggregation: str = "max",
-) -> np.ndarray:
-    """Pastes per-proposal score maps into their boxes and aggregates them pixel-wise.
-
-    Args:
-        score_maps: `(N, h, w, C)` class scores (probabilities) of each proposal crop.
-        boxes: `(N, 4)` boxes `[ymin, xmin, ymax, xmax]` in image pixels; they are
-            rounded outwards to whole pixels.
-        image_size: `(height, width)` of the image.
-        aggregation: `"max"` (the paper's) or `"mean"` over the proposals covering
-            each pixel.
-
-    Returns:
-        `(height, width, C)` float32 scores; pixels that no box covers are 0.
-
-    Example:
-
-    >>> import numpy as np
-    >>> maps = np.ones((2, 2, 2, 1), np.float32) * np.array([1., 3.]).reshape(2, 1, 1, 1)
-    >>> aggregate_proposals(maps, [[0, 0, 2, 2], [1, 1, 3, 3]], (3, 3))[..., 0]
-    array([[1., 1., 0.],
-           [1., 3., 3.],
-           [0., 3., 3.]], dtype=float32)
-    """
-    if aggregation not in AGGREGATIONS:
-        raise ValueError(
-            f"`aggregation` must be one of {AGGREGATIONS}. Received: aggregation={aggregation!r}"
-        )
-    score_maps = np.asarray(score_maps, np.float32)
-    if score_maps.ndim != 4 or len(score_maps) != len(boxes):
-        raise ValueError(
-            "`score_maps` must be (N, h, w, C) with one map per box. Received: "
-            f"score_maps.shape={score_maps.shape}, {len(boxes)} boxes"
-        )
-    height, width = image_size
-    channels = score_maps.shape[-1]
-    canvas = np.zeros((height, width, channels), np.float32)
-    counts = np.zeros((height, width, 1), np.float32)
-    for score_map, (y0, x0, y1, x1) in zip(score_maps, _box_pixels(boxes, height, width)):
-        if score_map.shape[:2] != (y1 - y0, x1 - x0):
-            score_map = tf.image.resize(score_map, (y1 - y0, x1 - x0), "bilinear").numpy()
-        region = canvas[y0:y1, x0:x1]
-        if aggregation == "max":
-            np.maximum(region, score_map, out=region)
-        else:
-            region += score_map
-            counts[y0:y1, x0:x1] += 1
-    if aggregation == "mean":
-        canvas /= np.maximum(counts, 1)
-    return canvas
-
-
-def normalise_scores(scores: np.ndarray) -> np.ndarray:
-    """Aggregated scores to per-pixel distributions (for the CRF); uncovered pixels
-    (all zeros) become background.
-
-    Example:
-
-    >>> normalise_scores(np.array([[[0.0, 0.0], [0.2, 0.6]]])).tolist()
-    [[[1.0, 0.0], [0.25, 0.75]]]
-    """
-    scores = np.asarray(scores, np.float32)
-    total = scores.sum(-1, keepdims=True)
-    background = np.zeros_like(scores)
-    background[..., 0] = 1.0
-    return np.where(total > 0, scores / np.maximum(total, 1e-12), background)
+SCORE_MODES = ("logits", "probabilities")
+PAPER_CONTEXT = 1.2
+PAPER_TOP_N = 50
 
 
 def preprocessor_of(model):
@@ -112,98 +49,192 @@ def preprocessor_of(model):
     return preprocessor
 
 
-def crop_proposals(image: np.ndarray, boxes: np.ndarray, size: tuple[int, int]) -> tf.Tensor:
-    """Warps each box of `image` to `size` (bilinear; aspect ratio not kept, as the paper)."""
-    height, width = image.shape[:2]
-    pixels = _box_pixels(boxes, height, width).astype(np.float32)
-    # crop_and_resize samples at pixel centres: box edges [y0, y1) map to y0 .. y1 - 1.
-    normalised = np.stack(
-        [pixels[:, 0] / max(height - 1, 1), pixels[:, 1] / max(width - 1, 1),
-         (pixels[:, 2] - 1) / max(height - 1, 1), (pixels[:, 3] - 1) / max(width - 1, 1)], 1
-    )
-    images = tf.convert_to_tensor(image[None], tf.float32)
-    return tf.image.crop_and_resize(
-        images, normalised, tf.zeros(len(boxes), tf.int32), size, method="bilinear"
-    )
+def model_input_size(model, default=(224, 224)) -> tuple[int, int]:
+    """The network's input size: fixed by the model, else its converter's, else 224."""
+    height, width = model.input_shape[1:3]
+    if height and width:
+        return (int(height), int(width))
+    converter = getattr(getattr(model, "preprocessor", None), "image_converter", None)
+    size = getattr(converter, "image_size", None)
+    return tuple(int(s) for s in size) if size else tuple(default)
 
 
-def predict_crops(model, crops, batch_size: int = 16, softmax: bool = True) -> np.ndarray:
-    """Runs a segmenter on raw RGB crops in batches (through its preprocessor).
+def proposal_windows(
+    boxes,
+    image_size: tuple[int, int],
+    context: float = PAPER_CONTEXT,
+    min_box_size: float = 112.0,
+    top_n: int | None = PAPER_TOP_N,
+) -> np.ndarray:
+    """The windows the network runs on: enlarged, whole-pixel, filtered, then cut.
 
-    Returns class probabilities (`softmax=True`) or the model's raw outputs.
+    Args:
+        boxes: `(N, 4)` proposals `[ymin, xmin, ymax, xmax]` (pixel edges), best first.
+        image_size: `(height, width)`; windows may extend past it (read as zeros).
+        context: enlargement about the centre (the training crops' 1.2; 1.0 keeps
+            the proposal).
+        min_box_size: windows whose shorter side is under this many pixels are
+            skipped, before the `top_n` cut.
+        top_n: how many windows to keep (None: all).
+
+    Returns:
+        int64 `(M, 4)` windows `[y0, x0, y1, x1]`, M <= top_n.
+
+    Example:
+
+    >>> proposal_windows([[0, 0, 10, 10], [10, 10, 110, 130]], (200, 200),
+    ...                  min_box_size=50).tolist()
+    [[0, -2, 120, 142]]
     """
-    preprocessor = preprocessor_of(model)
-    outputs = []
-    for start in range(0, len(crops), batch_size):
-        batch = preprocessor(crops[start : start + batch_size])
-        scores = model.predict_on_batch(batch)
-        if softmax:
-            scores = tf.nn.softmax(scores, axis=-1)
-        outputs.append(np.asarray(scores, np.float32))
+    from keras_deconvnet.data.crops import enlarge_boxes
+
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    if not len(boxes):
+        return np.zeros((0, 4), np.int64)
+    windows = enlarge_boxes(boxes, context).numpy()
+    windows = np.concatenate([np.floor(windows[:, :2]), np.ceil(windows[:, 2:])], 1)
+    windows = windows.astype(np.int64)
+    sides = np.minimum(windows[:, 2] - windows[:, 0], windows[:, 3] - windows[:, 1])
+    windows = windows[(sides >= max(min_box_size, 1))]
+    return windows if top_n is None else windows[:top_n]
+
+
+def crop_windows(image: np.ndarray, windows: np.ndarray, size: tuple[int, int]) -> tf.Tensor:
+    """Warps each window of `image` to `size` (bilinear, zeros outside the image).
+
+    The training crops' geometry (`sample_windows` with no random offset or flip).
+    """
+    from keras_deconvnet.data.crops import sample_windows
+
+    if size[0] != size[1]:
+        raise ValueError(f"Windows are warped to square inputs. Received: size={size}")
+    count = len(windows)
+    images, _, _ = sample_windows(
+        image, None, tf.constant(np.asarray(windows, np.float32)), size[0], size[0],
+        tf.zeros([count, 2], tf.int32), tf.zeros([count], tf.bool),
+    )
+    return images
+
+
+def predict_windows(model, crops, batch_size: int = 16) -> np.ndarray:
+    """The segmenter on raw RGB crops in batches: its raw outputs, `(N, h, w, C)`.
+
+    keras-hub's `predict_on_batch` applies the segmenter's preprocessor itself.
+    """
+    preprocessor_of(model)  # a clear error for models without one
+    outputs = [
+        np.asarray(model.predict_on_batch(crops[start : start + batch_size]), np.float32)
+        for start in range(0, len(crops), batch_size)
+    ]
     if not outputs:
         return np.zeros((0, *model.output_shape[1:3], model.output_shape[-1]), np.float32)
     return np.concatenate(outputs)
 
 
-def model_output_kind(model) -> str:
-    """`"probabilities"` for softmax models and ensembles, else `"logits"`."""
-    if getattr(model, "activation", None) == "softmax":
-        return "probabilities"
-    return "logits"
+def aggregate_proposals(
+    score_maps: np.ndarray,
+    windows: np.ndarray,
+    image_size: tuple[int, int],
+    aggregation: str = "max",
+) -> np.ndarray:
+    """Resizes each window's score map to the window and aggregates them pixel-wise.
 
+    Args:
+        score_maps: `(N, h, w, C)` scores of each window.
+        windows: `(N, 4)` integer windows `[y0, x0, y1, x1]`, possibly past the image.
+        image_size: `(height, width)` of the canvas (the image).
+        aggregation: `"max"` with a canvas starting at 0 (the authors'), or
+            `"mean"` over the windows covering each pixel.
 
-def _check_output(output, model) -> str:
-    output = output or model_output_kind(model)
-    if output not in ("logits", "probabilities"):
+    Returns:
+        `(height, width, C)` float32; pixels no window covers are 0.
+
+    Example:
+
+    >>> maps = np.ones((2, 2, 2, 1), np.float32) * np.array([1., -3.]).reshape(2, 1, 1, 1)
+    >>> aggregate_proposals(maps, [[0, 0, 2, 2], [1, 1, 3, 3]], (3, 3))[..., 0].tolist()
+    [[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 0.0]]
+    """
+    if aggregation not in AGGREGATIONS:
         raise ValueError(
-            f"`output` must be 'logits' or 'probabilities'. Received: output={output!r}"
+            f"`aggregation` must be one of {AGGREGATIONS}. Received: aggregation={aggregation!r}"
         )
-    return output
-
-
-def model_input_size(model, default=(224, 224)) -> tuple[int, int]:
-    height, width = model.input_shape[1:3]
-    return (height or default[0], width or default[1])
+    score_maps = np.asarray(score_maps, np.float32)
+    windows = np.asarray(windows, np.int64).reshape(-1, 4)
+    if score_maps.ndim != 4 or len(score_maps) != len(windows):
+        raise ValueError(
+            "`score_maps` must be (N, h, w, C) with one map per window. Received: "
+            f"score_maps.shape={score_maps.shape}, {len(windows)} windows"
+        )
+    height, width = image_size
+    canvas = np.zeros((height, width, score_maps.shape[-1]), np.float32)
+    counts = np.zeros((height, width, 1), np.float32)
+    for score_map, (y0, x0, y1, x1) in zip(score_maps, windows):
+        # Only the part of the window inside the image reaches the canvas.
+        top, left = max(y0, 0), max(x0, 0)
+        bottom, right = min(y1, height), min(x1, width)
+        if bottom <= top or right <= left:
+            continue
+        win_h, win_w = y1 - y0, x1 - x0
+        if score_map.shape[:2] != (win_h, win_w):
+            shrink = bool(win_h < score_map.shape[0] or win_w < score_map.shape[1])
+            # MATLAB's imresize (the authors') antialiases when it shrinks.
+            score_map = tf.image.resize(score_map, (win_h, win_w), "bilinear",
+                                        antialias=shrink).numpy()
+        part = score_map[top - y0 : bottom - y0, left - x0 : right - x0]
+        region = canvas[top:bottom, left:right]
+        if aggregation == "max":
+            np.maximum(region, part, out=region)
+        else:
+            region += part
+            counts[top:bottom, left:right] += 1
+    if aggregation == "mean":
+        canvas /= np.maximum(counts, 1)
+    return canvas
 
 
 def predict_proposals(
     model,
     image: np.ndarray,
     proposals=None,
-    top_n: int = 50,
-    batch_size: int = 16,
+    *,
+    top_n: int | None = PAPER_TOP_N,
+    min_box_size: float | None = None,
+    context: float = PAPER_CONTEXT,
+    score_mode: str = "logits",
     aggregation: str = "max",
-    min_box_size: float = 0.0,
-    include_image_box: bool = False,
-    output: str | None = None,
+    batch_size: int = 16,
     input_size: tuple[int, int] | None = None,
+    image_id: str | None = None,
 ) -> np.ndarray:
-    """Instance-wise prediction of one image: proposals -> crops -> batches -> aggregate.
+    """Instance-wise prediction of one image, as the authors' code did by default.
 
     Args:
         model: a segmenter with a preprocessor (e.g. `DeconvNetImageSegmenter`).
-        image: `(H, W, 3)` RGB image of any size (or grayscale / RGBA, converted).
-        proposals: a proposal generator (`callable(image) -> (N, 4)` boxes, e.g.
-            `keras_deconvnet.data.SlidingWindowProposals()`, the default) or an
-            `(N, 4)` array of boxes `[ymin, xmin, ymax, xmax]` in pixels.
-        top_n: the first `top_n` proposals are used (the paper: 50).
-        batch_size: crops per forward pass.
+        image: `(H, W, 3)` RGB image of any size (grayscale / RGBA are converted).
+        proposals: a proposal generator (`callable(image[, image_id]) -> (N, 4)`, e.g.
+            `SlidingWindowProposals()` (the default) or `FileProposals(dir)` with
+            EdgeBoxes files, as the paper) or an `(N, 4)` array `[ymin, xmin, ymax,
+            xmax]`, best first.
+        top_n: windows actually run, counted after the size filter (the paper: 50).
+        min_box_size: skip windows whose shorter side is smaller; `None` (default)
+            means half the network input (112 for 224, the authors' threshold).
+        context: window enlargement about each proposal (1.2, as training).
+        score_mode: `"logits"` (default, the authors': raw scores max-aggregated on
+            a zero canvas) or `"probabilities"` (a softmax per window first: this
+            package's earlier behaviour).
         aggregation: `"max"` (the paper's) or `"mean"`.
-        min_box_size: proposals whose shorter side is below this many pixels are
-            skipped (the original code skipped boxes under 112 px on VOC images).
-        include_image_box: also predict the whole image as one more proposal, so that
-            every pixel is covered.
-        output: `"logits"` when the model outputs logits (softmax is applied),
-            `"probabilities"`, or None (default) to tell from the model.
-        input_size: crop size; defaults to the model's input size (224 if unknown).
+        batch_size: windows per forward pass.
+        input_size: the network input; defaults to the model's (or its converter's).
+        image_id: passed to proposal generators that read files.
 
     Returns:
-        `(H, W, num_classes)` float32 aggregated class probabilities; argmax gives
-        the label map (uncovered pixels are background).
+        `(H, W, num_classes)` float32 aggregated scores (raw scores with
+        `score_mode="logits"`); `labels_from_scores` gives the label map, `softmax`
+        the CRF's input.
 
     Example:
 
-    >>> import numpy as np
     >>> from keras_deconvnet.models import DeconvNetImageSegmenter
     >>> model = DeconvNetImageSegmenter.from_preset("deconvnet_edge_small", num_classes=3)
     >>> image = np.zeros((120, 160, 3), np.uint8)
@@ -212,25 +243,36 @@ def predict_proposals(
     """
     from keras_deconvnet.data.proposals import SlidingWindowProposals, call_proposals
 
-    output = _check_output(output, model)
+    if score_mode not in SCORE_MODES:
+        raise ValueError(
+            f"`score_mode` must be one of {SCORE_MODES}. Received: score_mode={score_mode!r}"
+        )
+    if aggregation not in AGGREGATIONS:
+        raise ValueError(
+            f"`aggregation` must be one of {AGGREGATIONS}. Received: aggregation={aggregation!r}"
+        )
+    if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int)
+                              or top_n < 1):
+        raise ValueError(f"`top_n` must be None or an int >= 1. Received: top_n={top_n!r}")
+    if not context > 0:
+        raise ValueError(f"`context` must be > 0. Received: context={context!r}")
+    preprocessor_of(model)  # a clear error for models without one
     image = to_rgb_uint8(image)
     height, width = image.shape[:2]
+    size = tuple(input_size) if input_size else model_input_size(model)
+    if min_box_size is None:
+        min_box_size = min(size) / 2
     if proposals is None:
-        proposals = SlidingWindowProposals(max_proposals=max(top_n, 1))
+        proposals = SlidingWindowProposals()
     if callable(proposals):
-        boxes = call_proposals(proposals, image)
+        boxes = call_proposals(proposals, image, image_id)
     else:
         boxes = np.asarray(proposals, np.float32).reshape(-1, 4)
-    boxes = boxes[:top_n]
-    if min_box_size > 0 and len(boxes):
-        sides = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-        boxes = boxes[sides >= min_box_size]
-    if include_image_box:
-        boxes = np.concatenate([boxes, [[0, 0, height, width]]]).astype(np.float32)
+    windows = proposal_windows(boxes, (height, width), context, min_box_size, top_n)
     num_classes = model.output_shape[-1]
-    if len(boxes) == 0:
+    if len(windows) == 0:
         return np.zeros((height, width, num_classes), np.float32)
-    size = input_size or model_input_size(model)
-    crops = crop_proposals(image, boxes, size)
-    scores = predict_crops(model, crops, batch_size, softmax=output == "logits")
-    return aggregate_proposals(scores, boxes, (height, width), aggregation)
+    scores = predict_windows(model, crop_windows(image, windows, size), batch_size)
+    if score_mode == "probabilities" and getattr(model, "activation", None) != "softmax":
+        scores = softmax(scores)
+    return aggregate_proposals(scores, windows, (height, width), aggregation)

@@ -165,7 +165,7 @@ def test_stage2_reads_proposals_from_examples_and_files(tmp_path):
     np.testing.assert_array_equal(mask.numpy(), hand_example()["class_mask"][8:32, 8:32])
 
     np.savetxt(tmp_path / "hand.txt", boxes, delimiter=",")
-    ds = stage2_crops(hand_dataset(), FileProposals(tmp_path), crop_size=24,
+    ds = stage2_crops(hand_dataset(), FileProposals(tmp_path, box_format="yxyx"), crop_size=24,
                       resize_size=24, context=1.0, training=False, preprocess=False)
     (_, mask_from_file), = list(ds)
     np.testing.assert_array_equal(mask_from_file.numpy(), mask.numpy())

@@ -63,13 +63,13 @@ def test_file_proposals_formats(tmp_path):
     np.save(tmp_path / "a.npy", np.array([[0, 0, 5, 5], [1, 1, 20, 30]], np.float32))
     (tmp_path / "b.txt").write_text("# ymin xmin ymax xmax score\n1 2 3 4 0.1\n\n5 6 7 8 0.9\n")
     (tmp_path / "c.csv").write_text("1,2,3,4\n5,6,7,8\n")
-    proposals = FileProposals(tmp_path)
+    proposals = FileProposals(tmp_path, box_format="yxyx")
     image = np.zeros((10, 10, 3), np.uint8)
     np.testing.assert_array_equal(proposals(image, image_id="a"), [[0, 0, 5, 5], [1, 1, 10, 10]])
     np.testing.assert_array_equal(proposals.load("a"), [[0, 0, 5, 5], [1, 1, 20, 30]])
     np.testing.assert_array_equal(proposals.load("b"), [[5, 6, 7, 8], [1, 2, 3, 4]])  # by score
     np.testing.assert_array_equal(proposals.load("c"), [[1, 2, 3, 4], [5, 6, 7, 8]])
-    np.testing.assert_array_equal(FileProposals(tmp_path, max_proposals=1).load("c"),
+    np.testing.assert_array_equal(FileProposals(tmp_path, max_proposals=1, box_format="yxyx").load("c"),
                                   [[1, 2, 3, 4]])
     # call_proposals passes the id to generators that take one, not to plain callables.
     np.testing.assert_array_equal(call_proposals(proposals, image, "c"), proposals.load("c"))
@@ -87,7 +87,7 @@ def test_file_proposals_formats(tmp_path):
 def test_file_proposals_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere"):
         FileProposals(tmp_path / "nowhere")
-    proposals = FileProposals(tmp_path)
+    proposals = FileProposals(tmp_path, box_format="yxyx")
     with pytest.raises(FileNotFoundError, match="missing"):
         proposals.load("missing")
     (tmp_path / "bad.txt").write_text("1 2 3 four\n")
@@ -104,3 +104,15 @@ def test_file_proposals_errors(tmp_path):
         proposals.load("corrupt")
     with pytest.raises(ValueError, match="image_id"):
         proposals(np.zeros((4, 4, 3), np.uint8))
+
+
+def test_edgeboxes_files_in_their_own_format(tmp_path):
+    """EdgeBoxes' MATLAB toolbox writes `x y w h score`, 1-based; OpenCV's is 0-based."""
+    np.savetxt(tmp_path / "a.txt", [[11, 21, 30, 40, 0.2], [1, 1, 5, 4, 0.9]])
+    boxes = FileProposals(tmp_path)(image_id="a")
+    # Sorted by score; [ymin, xmin, ymax, xmax] with 0-based pixel edges.
+    np.testing.assert_array_equal(boxes, [[0, 0, 4, 5], [20, 10, 60, 40]])
+    zero_based = FileProposals(tmp_path, box_format="xywh")(image_id="a")
+    np.testing.assert_array_equal(zero_based[0], [1, 1, 5, 6])
+    with pytest.raises(ValueError, match="box_format"):
+        FileProposals(tmp_path, box_format="xyxy")

@@ -1,17 +1,20 @@
+"""Proposal-based inference as the authors' code ran it, rule by rule on hand-made
+examples, plus the earlier behaviour kept as options."""
+
+import keras
 import numpy as np
 import pytest
+from model_fixtures import smooth_images, tiny_deconvnet
 
 from keras_deconvnet.inference import (
     aggregate_proposals,
-    crop_proposals,
+    crop_windows,
+    labels_from_scores,
     predict_proposals,
     predict_whole_image,
+    proposal_windows,
     sliding_windows,
 )
-from model_fixtures import tiny_deconvnet
-
-TINY = dict(num_classes=3, image_shape=(64, 64, 3), block_filters=(4, 4, 8, 8, 8),
-            fc_units=16, fc_kernel_size=2)
 
 
 def _maps(values, size=2, channels=2):
@@ -20,102 +23,155 @@ def _maps(values, size=2, channels=2):
     return np.array([np.ones((size, size, channels), np.float32) * v * scale for v in values])
 
 
-class TestAggregate:
-    BOXES = [[0, 0, 2, 2], [1, 1, 3, 3]]
+class ConstantScores:
+    """A stand-in segmenter whose score map for the k-th window is `scores[k]`
+    everywhere: hand-made examples of the aggregation rules."""
 
-    def test_max(self):
-        out = aggregate_proposals(_maps([1.0, 3.0]), self.BOXES, (3, 4), "max")
+    activation = None
+    input_shape = (None, None, None, 3)
+
+    def __init__(self, scores):
+        self.queue = [np.asarray(s, np.float32) for s in scores]
+        self.output_shape = (None, None, None, len(self.queue[0]))
+        self.preprocessor = object()
+        self.seen = []
+
+    def predict_on_batch(self, x):
+        self.seen.append(np.asarray(x))
+        return np.stack([np.broadcast_to(self.queue.pop(0), (*x.shape[1:3],
+                                                             self.output_shape[-1]))
+                         for _ in range(len(x))])
+
+
+def constant_model(scores):
+    return ConstantScores(scores)
+
+
+class TestPaperRules:
+    def test_raw_scores_are_max_aggregated_before_any_softmax(self):
+        """The issue's example: two windows over the same pixels with logits (10, 9)
+        and (0, 1.5). A softmax per window gives (0.73, 0.27) and (0.18, 0.82), whose
+        maximum (0.73, 0.82) is class 1; the authors' maximum of raw scores is
+        (10, 9): background."""
+        boxes = [[0, 0, 20, 20], [0, 0, 20, 20]]
+        image = np.zeros((20, 20, 3), np.uint8)
+        kwargs = dict(top_n=None, min_box_size=0, context=1.0, input_size=(8, 8))
+        paper = predict_proposals(constant_model([[10, 9], [0, 1.5]]), image, boxes, **kwargs)
+        np.testing.assert_allclose(paper[5, 5], [10, 9])
+        assert labels_from_scores(paper)[5, 5] == 0
+        softmaxed = predict_proposals(constant_model([[10, 9], [0, 1.5]]), image, boxes,
+                                      score_mode="probabilities", **kwargs)
+        assert labels_from_scores(softmaxed)[5, 5] == 1
+
+    def test_the_canvas_starts_at_zero(self):
+        """Negative scores never win, and uncovered pixels are background."""
+        image = np.zeros((20, 30, 3), np.uint8)
+        scores = predict_proposals(constant_model([[-5, -1]]), image, [[0, 0, 20, 10]],
+                                   top_n=None, min_box_size=0, context=1.0,
+                                   input_size=(8, 8))
+        np.testing.assert_array_equal(scores[:, :10], 0.0)
+        np.testing.assert_array_equal(scores[:, 10:], 0.0)
+
+    def test_the_size_threshold_counts_boxes_actually_run(self):
+        """50 windows run even when small proposals come first: skip, then cut."""
+        small = [[0, 0, 10, 10]] * 5
+        large = [[0, 0, 100, 100], [10, 10, 110, 110], [20, 20, 120, 120]]
+        windows = proposal_windows(small + large, (200, 200), context=1.0,
+                                   min_box_size=50, top_n=2)
+        np.testing.assert_array_equal(windows, [[0, 0, 100, 100], [10, 10, 110, 110]])
+        # The old order (cut, then filter) would have run nothing.
+        assert len(proposal_windows((small + large)[:2], (200, 200), 1.0, 50, 2)) == 0
+
+    def test_default_threshold_is_half_the_input(self):
+        model = constant_model([[1, 0]] * 3)
+        image = np.zeros((64, 64, 3), np.uint8)
+        predict_proposals(model, image, [[0, 0, 3, 3], [0, 0, 40, 40]], context=1.0,
+                          input_size=(8, 8))  # threshold 4 px: the 3x3 box is skipped
+        assert sum(len(x) for x in model.seen) == 1
+
+    def test_windows_get_the_training_context_and_read_zeros_outside(self):
+        """Each proposal is enlarged 1.2x about its centre (as the stage-2 crops); the
+        part outside the image is zero-padded, as the authors' padded image."""
+        windows = proposal_windows([[0, 0, 10, 20]], (50, 50), min_box_size=0)
+        np.testing.assert_array_equal(windows, [[-1, -2, 11, 22]])
+        image = np.full((50, 50, 3), 200, np.uint8)
+        crop = crop_windows(image, windows, (12, 12)).numpy()[0]
+        assert crop[0].max() == 0.0  # the row above the image
+        np.testing.assert_allclose(crop[6, 6], 200.0, atol=1e-3)
+
+    def test_score_maps_go_back_into_their_windows(self):
+        """A window past the image border: only its inside part reaches the canvas,
+        at the right offset (the padding offset of the authors' canvas)."""
+        maps = np.zeros((1, 4, 4, 1), np.float32)
+        maps[0, 2:, 2:] = 1.0  # the window's bottom-right quarter
+        out = aggregate_proposals(maps, [[-2, -2, 2, 2]], (3, 3))[..., 0]
+        np.testing.assert_array_equal(out, [[1, 1, 0], [1, 1, 0], [0, 0, 0]])
+
+
+class TestAggregate:
+    WINDOWS = [[0, 0, 2, 2], [1, 1, 3, 3]]
+
+    def test_max_and_mean(self):
+        out = aggregate_proposals(_maps([1.0, 3.0]), self.WINDOWS, (3, 4), "max")
         expected = np.array([[1, 1, 0, 0], [1, 3, 3, 0], [0, 3, 3, 0]], np.float32)
         np.testing.assert_array_equal(out[..., 0], expected)
         np.testing.assert_array_equal(out[..., 1], 2 * expected)
-
-    def test_mean(self):
-        out = aggregate_proposals(_maps([1.0, 3.0]), self.BOXES, (3, 4), "mean")
+        out = aggregate_proposals(_maps([1.0, 3.0]), self.WINDOWS, (3, 4), "mean")
         expected = np.array([[1, 1, 0, 0], [1, 2, 3, 0], [0, 3, 3, 0]], np.float32)
         np.testing.assert_array_equal(out[..., 0], expected)
-
-    def test_maps_are_resized_into_their_boxes(self):
-        maps = np.zeros((1, 2, 2, 1), np.float32)
-        maps[0, :, 1] = 1.0  # right half
-        out = aggregate_proposals(maps, [[0, 2, 4, 6]], (4, 8))[..., 0]
-        assert out[:, :2].sum() == 0 and out[:, 6:].sum() == 0
-        np.testing.assert_array_equal(out[:, 5], 1.0)
-        np.testing.assert_array_equal(out[:, 2], 0.0)
-
-    def test_boxes_are_clipped_and_rounded_outwards(self):
-        out = aggregate_proposals(_maps([2.0], size=1), [[-5, 0.5, 1.5, 99]], (3, 3))
-        np.testing.assert_array_equal(out[..., 0], [[2, 2, 2], [2, 2, 2], [0, 0, 0]])
 
     def test_bad_arguments(self):
         with pytest.raises(ValueError, match="aggregation"):
             aggregate_proposals(_maps([1.0]), [[0, 0, 1, 1]], (2, 2), "median")
-        with pytest.raises(ValueError, match="one map per box"):
-            aggregate_proposals(_maps([1.0]), self.BOXES, (2, 2))
+        with pytest.raises(ValueError, match="one map per window"):
+            aggregate_proposals(_maps([1.0]), self.WINDOWS, (2, 2))
 
 
-def test_crops_warp_each_box():
-    image = np.arange(6 * 8 * 3, dtype=np.uint8).reshape(6, 8, 3)
-    crops = crop_proposals(image, np.array([[0, 0, 6, 8], [2, 4, 4, 6]]), (6, 8)).numpy()
-    np.testing.assert_allclose(crops[0], image, atol=1e-4)
-    np.testing.assert_allclose(crops[1][0, 0], image[2, 4], atol=1e-4)
-    np.testing.assert_allclose(crops[1][-1, -1], image[3, 5], atol=1e-4)
+class TestWithASegmenter:
+    def test_batching_does_not_change_the_result(self):
+        model = tiny_deconvnet(calibrated=True)
+        image = smooth_images(1, (90, 110))[0]
+        boxes = np.array([[0, 0, 60, 70], [20, 30, 90, 110], [10, 10, 80, 100]])
+        batched = predict_proposals(model, image, boxes, batch_size=4, min_box_size=0)
+        single = predict_proposals(model, image, boxes, batch_size=1, min_box_size=0)
+        np.testing.assert_allclose(batched, single, rtol=1e-4, atol=1e-4)
 
+    def test_generator_and_no_proposal(self):
+        model = tiny_deconvnet(calibrated=True)
+        image = smooth_images(1, (90, 110))[0]
+        assert predict_proposals(model, image, top_n=5).shape == (90, 110, 3)
+        empty = predict_proposals(model, image, np.zeros((0, 4)))
+        np.testing.assert_array_equal(empty, 0.0)
 
-def test_batched_equals_one_by_one():
-    model = tiny_deconvnet()
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)
-    boxes = np.array([[0, 0, 60, 60], [10, 20, 90, 120], [30, 30, 70, 100], [5, 5, 40, 50]])
-    batched = predict_proposals(model, image, boxes, batch_size=4)
-    single = predict_proposals(model, image, boxes, batch_size=1)
-    np.testing.assert_allclose(batched, single, rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(batched.argmax(-1), single.argmax(-1))
+    def test_whole_image_is_the_converter_then_resized_scores(self):
+        """The served convention: warp to the input, score, resize scores back."""
+        import tensorflow as tf
 
+        model = tiny_deconvnet(calibrated=True)
+        image = smooth_images(1, (90, 110))[0]
+        scores = predict_whole_image(model, image)
+        direct = model.predict(tf.image.resize(image[None].astype("float32"), (64, 64)),
+                               verbose=0)
+        expected = tf.image.resize(direct, (90, 110)).numpy()[0]
+        np.testing.assert_allclose(scores, expected, rtol=1e-4, atol=1e-4)
+        assert predict_whole_image(model, image, mode="sliding").shape == (90, 110, 3)
 
-def test_proposal_inference_with_a_generator_and_uncovered_background():
-    model = tiny_deconvnet()
-    image = np.zeros((80, 100), np.uint8)  # grayscale works too
-    scores = predict_proposals(model, image, np.array([[0, 0, 40, 50]]), aggregation="mean")
-    assert scores.shape == (80, 100, 3)
-    np.testing.assert_allclose(scores[:40, :50].sum(-1), 1.0, rtol=1e-5)
-    assert scores[40:, 50:].sum() == 0  # uncovered: background after argmax
-    with_generator = predict_proposals(model, image, top_n=5, include_image_box=True)
-    np.testing.assert_allclose(with_generator.max(-1) > 0, True)
-
-
-def test_min_box_size_skips_small_proposals():
-    model = tiny_deconvnet()
-    image = np.zeros((80, 100, 3), np.uint8)
-    scores = predict_proposals(model, image, np.array([[0, 0, 10, 10]]), min_box_size=20)
-    assert scores.sum() == 0
-
-
-class TestWholeImage:
-    def test_resize_and_sliding_shapes(self):
+    def test_bad_arguments(self):
         model = tiny_deconvnet()
-        image = np.random.default_rng(0).integers(0, 255, (100, 150, 3), dtype=np.uint8)
-        for mode in ("resize", "sliding"):
-            scores = predict_whole_image(model, image, mode=mode)
-            assert scores.shape == (100, 150, 3)
-            np.testing.assert_allclose(scores.sum(-1), 1.0, rtol=1e-4)
-
-    def test_sliding_windows_cover_the_image(self):
-        boxes = sliding_windows(100, 150, (64, 64))
-        covered = np.zeros((100, 150), bool)
-        for y0, x0, y1, x1 in boxes.astype(int):
-            covered[y0:y1, x0:x1] = True
-            assert (y1 - y0, x1 - x0) == (64, 64)
-        assert covered.all()
-
-    def test_bad_mode(self):
+        image = np.zeros((64, 64, 3), np.uint8)
+        with pytest.raises(ValueError, match="score_mode"):
+            predict_proposals(model, image, score_mode="softmax")
+        with pytest.raises(ValueError, match="top_n"):
+            predict_proposals(model, image, top_n=0)
         with pytest.raises(ValueError, match="mode"):
-            predict_whole_image(tiny_deconvnet(), np.zeros((64, 64, 3), np.uint8), mode="x")
+            predict_whole_image(model, image, mode="x")
+        with pytest.raises(ValueError, match="preprocessor"):
+            predict_proposals(keras.Sequential([keras.Input((8, 8, 3))]), image)
 
 
-def test_normalise_scores_makes_distributions_and_background():
-    from keras_deconvnet.inference import normalise_scores
-
-    out = normalise_scores(np.array([[[0.0, 0.0, 0.0], [0.5, 0.3, 0.2]], [[2, 0, 2], [0, 1, 0]]]))
-    np.testing.assert_allclose(out.sum(-1), 1.0)
-    np.testing.assert_array_equal(out[0, 0], [1, 0, 0])
-    np.testing.assert_allclose(out[1, 0], [0.5, 0, 0.5])
+def test_sliding_windows_cover_the_image():
+    windows = sliding_windows(100, 70, (64, 64), overlap=0.25)
+    covered = np.zeros((100, 70), bool)
+    for y0, x0, y1, x1 in windows:
+        covered[y0:y1, x0:x1] = True
+    assert covered.all()
