@@ -56,7 +56,7 @@ def stage1_expected(instance, y0, x0, size):
 def test_stage1_identity_geometry_and_label_rule():
     # context 2 doubles each box; crop == resize == window side -> pixel-exact.
     crops = list(stage1_crops(hand_dataset(), crop_size=40, resize_size=40, context=2.0,
-                              training=False, preprocess=False).take(1))
+                              training=False).take(1))
     image, mask = crops[0]
     exp_mask, exp_image = stage1_expected(1, 0, 0, 40)
     np.testing.assert_array_equal(mask.numpy(), exp_mask)
@@ -67,7 +67,7 @@ def test_stage1_identity_geometry_and_label_rule():
 
 def test_stage1_pads_past_border_and_zeroes_other_objects():
     ds = stage1_crops(hand_dataset(), crop_size=80, resize_size=80, context=2.0,
-                      training=False, preprocess=False)
+                      training=False)
     crops = list(ds)
     assert len(crops) == 3  # one per object (the first one is 80x80 too).
     image, mask = crops[1]  # B: window [30, 40, 110, 120], past bottom and right.
@@ -85,7 +85,7 @@ def test_stage1_pads_past_border_and_zeroes_other_objects():
 
 def test_stage1_clip_to_image_has_no_padding():
     ds = stage1_crops(hand_dataset(), crop_size=32, resize_size=32, context=2.0,
-                      training=False, preprocess=False, clip_to_image=True)
+                      training=False, clip_to_image=True)
     _, mask_b = list(ds)[1]
     # Clipped window [30, 40, 100, 100]: no padding, B reaches the right edge.
     assert 255 not in mask_b.numpy()
@@ -99,7 +99,7 @@ def test_stage1_random_crop_and_flip_match_a_window_of_the_resized_crop():
     full_mask, full_image = stage1_expected(1, -4, -4, 48)
     seen_flip = set()
     ds = stage1_crops(hand_dataset(), crop_size=40, resize_size=48, context=2.4,
-                      training=True, seed=3, preprocess=False).take(1).repeat(12)
+                      training=True, seed=3).take(1).repeat(12)
     for image, mask in ds:
         image, mask = image.numpy(), mask.numpy()
 
@@ -141,8 +141,7 @@ def test_stage2_keeps_overlapping_proposals_and_labels_all_classes():
         np.float32,
     )
     ds = stage2_crops(hand_dataset(), lambda image: proposals, iou_threshold=0.5,
-                      crop_size=40, resize_size=40, context=1.0, training=False,
-                      preprocess=False)
+                      crop_size=40, resize_size=40, context=1.0, training=False)
     crops = list(ds)
     assert len(crops) == 2
     ex = hand_example()
@@ -160,13 +159,13 @@ def test_stage2_keeps_overlapping_proposals_and_labels_all_classes():
 def test_stage2_reads_proposals_from_examples_and_files(tmp_path):
     boxes = np.array([[8, 8, 32, 32]], np.float32)  # IoU 400/576 with A
     ds = stage2_crops(hand_dataset(proposals=boxes), crop_size=24, resize_size=24,
-                      context=1.0, training=False, preprocess=False)
+                      context=1.0, training=False)
     (_, mask), = list(ds)
     np.testing.assert_array_equal(mask.numpy(), hand_example()["class_mask"][8:32, 8:32])
 
     np.savetxt(tmp_path / "hand.txt", boxes, delimiter=",")
     ds = stage2_crops(hand_dataset(), FileProposals(tmp_path, box_format="yxyx"), crop_size=24,
-                      resize_size=24, context=1.0, training=False, preprocess=False)
+                      resize_size=24, context=1.0, training=False)
     (_, mask_from_file), = list(ds)
     np.testing.assert_array_equal(mask_from_file.numpy(), mask.numpy())
 
