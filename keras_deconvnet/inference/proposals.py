@@ -92,7 +92,9 @@ def proposal_windows(
     if not len(boxes):
         return np.zeros((0, 4), np.int64)
     windows = enlarge_boxes(boxes, context).numpy()
-    windows = np.concatenate([np.floor(windows[:, :2]), np.ceil(windows[:, 2:])], 1)
+    # Out to whole pixels; the tolerance keeps float32 noise (59.9999) from adding one.
+    windows = np.concatenate([np.floor(windows[:, :2] + 1e-3),
+                              np.ceil(windows[:, 2:] - 1e-3)], 1)
     windows = windows.astype(np.int64)
     sides = np.minimum(windows[:, 2] - windows[:, 0], windows[:, 3] - windows[:, 1])
     windows = windows[(sides >= max(min_box_size, 1))]

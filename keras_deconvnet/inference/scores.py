@@ -10,8 +10,9 @@ def softmax(scores) -> np.ndarray:
 
     Example:
 
-    >>> softmax(np.array([[0.0, 0.0], [10.0, 9.0]])).round(3).tolist()
-    [[0.5, 0.5], [0.731, 0.269]]
+    >>> softmax(np.array([[0.0, 0.0], [10.0, 9.0]])).round(3)
+    array([[0.5  , 0.5  ],
+           [0.731, 0.269]], dtype=float32)
     """
     scores = np.asarray(scores, np.float32)
     shifted = np.exp(scores - scores.max(-1, keepdims=True))

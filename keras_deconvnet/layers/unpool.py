@@ -37,6 +37,7 @@ class Unpool(keras.layers.Layer):
     Example:
 
     >>> import numpy as np
+    >>> from keras_deconvnet.layers import MaxPoolWithArgmax
     >>> x = np.array([[1., 3.], [3., 2.]]).reshape(1, 2, 2, 1)
     >>> pooled, switches = MaxPoolWithArgmax()(x)
     >>> Unpool()(pooled * 10, switches)[0, :, :, 0].numpy().tolist()
@@ -57,6 +58,10 @@ class Unpool(keras.layers.Layer):
             self.pool_size,
             window_ops.spatial_size(switches),
         )
+        if window_ops.integer_switches_enabled() and switches.dtype != tf.bool:
+            # Switches are exactly 0 or 1 on int8 values: a MUL keeps the file in
+            # XNNPACK's int8 graph, where SELECT_V2 is not.
+            return enlarged * tf.cast(switches, enlarged.dtype)
         if switches.dtype == tf.bool:
             keep = switches
         else:

@@ -37,11 +37,11 @@ class DeconvNetImageSegmenter(SegmenterMixin, ImageSegmenter):
 
     >>> import numpy as np
     >>> segmenter = DeconvNetImageSegmenter.from_preset(
-    ...     "deconvnet_edge_small", num_classes=3, image_shape=(64, 64, 3))
-    >>> images = np.random.randint(0, 256, (2, 64, 64, 3), np.uint8)
+    ...     "deconvnet_edge_small", num_classes=3, image_shape=(96, 96, 3))
+    >>> images = np.random.randint(0, 256, (2, 96, 96, 3), np.uint8)
     >>> segmenter.predict(images, verbose=0).shape
-    (2, 64, 64, 3)
-    >>> _ = segmenter.fit(images, np.zeros((2, 64, 64), "int32"), verbose=0)
+    (2, 96, 96, 3)
+    >>> _ = segmenter.fit(images, np.zeros((2, 96, 96), "int32"), verbose=0)
     >>> import tempfile, keras_hub
     >>> path = segmenter.save_to_preset(tempfile.mkdtemp() + "/tiny")
     >>> type(keras_hub.models.ImageSegmenter.from_preset(str(path))).__name__

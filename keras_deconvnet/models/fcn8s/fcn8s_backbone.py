@@ -41,9 +41,9 @@ class FCN8sBackbone(preset_utils.NamedConfigBackboneMixin, Backbone):
     >>> import numpy as np
     >>> backbone = FCN8sBackbone(block_filters=(4, 4, 8, 8, 8), fc_units=16,
     ...                          fc_kernel_size=3)
-    >>> {k: v.shape for k, v in backbone(np.zeros((1, 64, 64, 3))).items()}
-    {'fc7': TensorShape([1, 2, 2, 16]), 'pool3': TensorShape([1, 8, 8, 8]), \
-'pool4': TensorShape([1, 4, 4, 8])}
+    >>> outputs = backbone(np.zeros((1, 64, 64, 3)))
+    >>> [(k, tuple(outputs[k].shape)) for k in sorted(outputs)]
+    [('fc7', (1, 2, 2, 16)), ('pool3', (1, 8, 8, 8)), ('pool4', (1, 4, 4, 8))]
     """
 
     def __init__(
