@@ -1,11 +1,13 @@
 """keras-deconvnet: DeconvNet semantic segmentation (Noh, Hong, Han, ICCV 2015) in Keras 3.
 
-Importing the package registers its Keras classes (layers, models, metric, optimizer),
-so `keras.saving.load_model("model.keras")` works after `import keras_deconvnet`.
+The public API is its subpackages: `layers`, `models` (keras-hub families), `data`,
+`training`, `inference`, `metrics`, `export`, `serving`. Importing the package imports
+`layers`, `models`, `metrics` and `training`, whose Keras classes are registered, so
+`keras.saving.load_model` and `keras_hub`'s `from_preset` load saved models after
+`import keras_deconvnet`.
 """
 
 import os as _os
-import sys as _sys
 
 from keras_deconvnet.version import __version__
 
@@ -13,29 +15,9 @@ from keras_deconvnet.version import __version__
 # the exporters need TensorFlow too. Pick the backend before Keras is first imported.
 _os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+from keras_deconvnet import tensorflow_startup as _tensorflow_startup  # noqa: E402
 
-def _import_tensorflow_quietly() -> None:
-    """Imports TensorFlow with its C++ start-up notices (oneDNN, CPU features) hidden.
-
-    TensorFlow 2.21 prints them through absl before any log level applies, so the only
-    way to hide them is to point file descriptor 2 elsewhere meanwhile. Errors still
-    raise as usual. Set TF_CPP_MIN_LOG_LEVEL=0 to see the notices.
-    """
-    if "tensorflow" in _sys.modules or _os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0":
-        return
-    _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        _sys.stderr.flush()
-        saved = _os.dup(2)
-    except (OSError, ValueError):  # no real stderr (some notebooks, services)
-        return
-    try:
-        with open(_os.devnull, "w") as devnull:
-            _os.dup2(devnull.fileno(), 2)
-            import tensorflow  # noqa: F401
-    finally:
-        _os.dup2(saved, 2)
-        _os.close(saved)
+_tensorflow_startup.quiet_when_command_line()
 
 
 def check_backend() -> None:
@@ -50,10 +32,8 @@ def check_backend() -> None:
         )
 
 
-_import_tensorflow_quietly()
 check_backend()
 
-from keras_deconvnet import layers, metrics, models  # noqa: E402
-from keras_deconvnet.training import optimizers as _optimizers  # noqa: E402, F401
+from keras_deconvnet import layers, metrics, models, training  # noqa: E402
 
-__all__ = ["__version__", "check_backend", "layers", "metrics", "models"]
+__all__ = ["__version__", "check_backend", "layers", "metrics", "models", "training"]

@@ -13,7 +13,7 @@ import sys
 
 COMMANDS = (
     "quickstart", "train", "evaluate", "predict", "export", "serve", "benchmark", "presets",
-    "summary",
+    "summary", "convert-caffe",
 )
 
 
@@ -34,7 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
-        module = importlib.import_module(f"keras_deconvnet.cli.{name}")
+        # A hyphenated command lives in the module of that name with underscores.
+        module = importlib.import_module(f"keras_deconvnet.cli.{name.replace('-', '_')}")
         module.add_parser(subparsers)
     return parser
 
