@@ -303,7 +303,8 @@ def read_caffemodel(source: str | os.PathLike[str] | bytes | bytearray | memoryv
 
     Example:
 
-    >>> with read_caffemodel("DeconvNet_trainval_inference.caffemodel") as net:
+    >>> with read_caffemodel(  # doctest: +SKIP
+    ...         "DeconvNet_trainval_inference.caffemodel") as net:
     ...     weights, bias = net.layer("conv1_1").blobs
     ...     weights.shape
     (64, 3, 3, 3)
@@ -349,7 +350,7 @@ def describe_caffemodel(
 
     Example:
 
-    >>> for row in describe_caffemodel("fcn-8s-pascal.caffemodel"):
+    >>> for row in describe_caffemodel("fcn-8s-pascal.caffemodel"):  # doctest: +SKIP
     ...     print(row["name"], row["type_name"], row["blob_shapes"])
     """
     with read_caffemodel(source) as net:
