@@ -10,8 +10,7 @@ import dataclasses
 import numpy as np
 import tensorflow as tf
 
-IGNORE_LABEL = 255
-"""Label of pixels that count neither as right nor wrong (VOC object borders)."""
+from keras_deconvnet.labels import IGNORE_LABEL, bitwise_palette  # noqa: F401 (data API)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,23 +51,6 @@ class DatasetInfo:
     def num_classes(self) -> int:
         """Classes including the background: the width of a model's score layer."""
         return len(self.class_names)
-
-
-def bitwise_palette() -> np.ndarray:
-    """The PASCAL VOC colour map: 256 RGB colours from the bits of the label value.
-
-    Label 0 is black, 1 dark red (128, 0, 0), ..., 255 (ignore) is (224, 224, 192).
-    """
-    palette = np.zeros((256, 3), np.uint8)
-    for label in range(256):
-        value, r, g, b = label, 0, 0, 0
-        for bit in range(8):
-            r |= ((value >> 0) & 1) << (7 - bit)
-            g |= ((value >> 1) & 1) << (7 - bit)
-            b |= ((value >> 2) & 1) << (7 - bit)
-            value >>= 3
-        palette[label] = (r, g, b)
-    return palette
 
 
 def default_palette(num_classes: int) -> np.ndarray:

@@ -61,6 +61,41 @@ class classproperty(property):  # noqa: N801 (named like `property`)
         return self.fget(owner)
 
 
+def named_config(
+    description: str,
+    path: str,
+    blocks: tuple,
+    fc_units: int,
+    fc_kernel_size: int,
+    image_shape: tuple,
+    params: int | None = None,
+    num_classes: int = 21,
+    **config,
+) -> dict:
+    """One named configuration as keras-hub's preset dicts hold it (plain data).
+
+    Args:
+        description: what the configuration is for.
+        path: the family's folder, as keras-hub's metadata `"path"`.
+        blocks: `(block_filters, block_depths)` of the VGG16-style encoder.
+        fc_units, fc_kernel_size, image_shape: backbone arguments.
+        params: the segmenter's parameter count at `num_classes` (checked by tests).
+        num_classes: the classes a segmenter of this configuration gets by default.
+        **config: further backbone arguments.
+    """
+    metadata = {"description": description, "path": path}
+    if params is not None:
+        metadata["params"] = params
+    block_filters, block_depths = blocks
+    return {
+        "metadata": metadata,
+        "num_classes": num_classes,
+        "config": {"block_filters": block_filters, "block_depths": block_depths,
+                   "fc_units": fc_units, "fc_kernel_size": fc_kernel_size,
+                   "image_shape": image_shape, **config},
+    }
+
+
 def register_named_configs(presets: dict, backbone_cls: type) -> None:
     """Registers named configurations: `{name: {"metadata", "config", "num_classes"}}`."""
     for name, entry in presets.items():
@@ -244,11 +279,19 @@ def preset_metadata(preset) -> dict:
 
 
 class NamedConfigBackboneMixin:
-    """`presets` and `from_preset` for a keras-hub `Backbone` with named configurations.
+    """`presets`, `from_preset` and `get_config` for our keras-hub `Backbone`s.
 
     A name builds the configuration untrained (no download); anything else goes to
-    keras-hub's own `from_preset` after `check_preset`.
+    keras-hub's own `from_preset` after `check_preset`. `get_config` adds the
+    constructor arguments listed in the class's `CONFIG_KEYS` to keras-hub's.
     """
+
+    CONFIG_KEYS: tuple = ()
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({key: getattr(self, key) for key in self.CONFIG_KEYS})
+        return config
 
     @classproperty
     def presets(cls) -> dict:

@@ -93,6 +93,18 @@ class SegmenterMixin(preset_utils.SegmenterPresetMixin):
             optimizer=optimizer, loss=loss, metrics=metrics, **kwargs
         )
 
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "num_classes": self.num_classes,
+                "activation": self.activation,
+                "class_names": list(self._class_names) if self._class_names else None,
+                "palette": [list(c) for c in self.palette] if self.palette else None,
+            }
+        )
+        return config
+
     def compile_from_config(self, config):
         """Recompiles a model loaded from a `.keras` file with its saved settings."""
         self.compile(**keras.saving.deserialize_keras_object(config))

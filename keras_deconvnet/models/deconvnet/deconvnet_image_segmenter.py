@@ -74,15 +74,3 @@ class DeconvNetImageSegmenter(SegmenterMixin, ImageSegmenter):
         # === Config ===
         self.backbone = backbone
         self.preprocessor = preprocessor
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "num_classes": self.num_classes,
-                "activation": self.activation,
-                "class_names": list(self._class_names) if self._class_names else None,
-                "palette": [list(c) for c in self.palette] if self.palette else None,
-            }
-        )
-        return config

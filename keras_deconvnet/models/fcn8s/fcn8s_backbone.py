@@ -46,6 +46,9 @@ class FCN8sBackbone(preset_utils.NamedConfigBackboneMixin, Backbone):
     [('fc7', (1, 2, 2, 16)), ('pool3', (1, 8, 8, 8)), ('pool4', (1, 4, 4, 8))]
     """
 
+    CONFIG_KEYS = ("block_filters", "block_depths", "fc_units", "fc_kernel_size",
+                   "use_batch_norm", "batch_norm_epsilon", "input_padding", "image_shape")
+
     def __init__(
         self,
         block_filters=vgg16_encoder.VGG16_BLOCK_FILTERS,
@@ -101,19 +104,3 @@ class FCN8sBackbone(preset_utils.NamedConfigBackboneMixin, Backbone):
         self.batch_norm_epsilon = batch_norm_epsilon
         self.input_padding = input_padding
         self.image_shape = image_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "block_filters": self.block_filters,
-                "block_depths": self.block_depths,
-                "fc_units": self.fc_units,
-                "fc_kernel_size": self.fc_kernel_size,
-                "use_batch_norm": self.use_batch_norm,
-                "batch_norm_epsilon": self.batch_norm_epsilon,
-                "input_padding": self.input_padding,
-                "image_shape": self.image_shape,
-            }
-        )
-        return config

@@ -117,15 +117,3 @@ class FCN8sImageSegmenter(SegmenterMixin, ImageSegmenter):
         if original:
             return [up, CropToMatch(offset, name=name)(skip, up)]
         return [CropToMatch(0, name=name)(up, skip), skip]
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "num_classes": self.num_classes,
-                "activation": self.activation,
-                "class_names": list(self._class_names) if self._class_names else None,
-                "palette": [list(c) for c in self.palette] if self.palette else None,
-            }
-        )
-        return config
