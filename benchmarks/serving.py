@@ -3,8 +3,8 @@
     python -m benchmarks.serving                      # edge preset, 224x224, REST + gRPC
     python -m benchmarks.serving --quick --json serving.json
 
-Exports `DeconvNet.from_preset(--preset)` (untrained: speed does not depend on the
-weights) at `--image-size` to a temporary TF Serving layout, starts
+Exports `DeconvNetImageSegmenter.from_preset(--preset)` (untrained: speed does not
+depend on the weights) at `--image-size` to a temporary TF Serving layout, starts
 `python -m keras_deconvnet.serving.rest_server` on free loopback ports in a
 subprocess, and sends `--requests` requests at each `--concurrency` from as many
 client threads: one 224x224 PNG per request to `predict_image_bytes` (label map
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     import tensorflow as tf
 
     from keras_deconvnet.export.saved_model import export_saved_model
-    from keras_deconvnet.models import DeconvNet
+    from keras_deconvnet.models import DeconvNetImageSegmenter
     from keras_deconvnet.serving.client import GrpcClient, RestClient, encode_image
 
     apis = args.api
@@ -122,7 +122,7 @@ def main(argv=None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="serving-bench-"))
     process = None
     try:
-        model = DeconvNet.from_preset(args.preset, image_shape=(size, size, 3))
+        model = DeconvNetImageSegmenter.from_preset(args.preset, image_shape=(size, size, 3))
         export_saved_model(model, workdir / "models", version=1)
         del model
         process, ports = _start_server(

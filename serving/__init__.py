@@ -5,8 +5,10 @@
 - `client.RestClient` / `client.GrpcClient`: predict over TF Serving's REST or gRPC
   API from image files, encoded bytes or arrays; label maps come back as numpy.
 - `rest_server.RestServer` (+ `grpc_server.start_grpc_server`): a local server with
-  TF Serving's REST (and gRPC) API over `servables.ModelRepository`
-  (`deconvnet serve --model-base DIR`).
+  TF Serving's REST (and gRPC) API over `servables.ModelRepository`, which loads each
+  version in isolation and polls for new ones, with `limits.RequestLimits` on the work
+  one request can cause (`deconvnet serve --model-base DIR`; options and start-up in
+  `launcher`, which the command line imports).
 - Deployment files for the real `tensorflow/serving`: `docker-run.sh`,
   `models.config`, `batching_parameters.txt` (in this directory).
 
@@ -34,6 +36,8 @@ _EXPORTS = {
     "LayoutReport": "layout",
     "RestServer": "rest_server",
     "ModelRepository": "servables",
+    "VersionStatus": "servables",
+    "RequestLimits": "limits",
     "BatchingOptions": "batching",
     "parse_batching_parameters": "batching",
     "start_grpc_server": "grpc_server",

@@ -7,6 +7,11 @@ concatenated along the batch axis (up to `max_batch_size` rows, waiting at most
 `batch_timeout_micros` for more), run once, and the outputs split back (label maps
 padded to the batch's largest image are cropped back to each request's own). A batch
 that fails is re-run request by request, so one bad request never fails the others.
+
+As in TF Serving, a request of more rows than `max_batch_size` is refused (it is never
+run outside the queue), and requests of encoded images are only batched together while
+the batch's padded pixels (largest height x largest width x frames) stay within the
+same budget as one request's (`max_batch_pixels`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from keras_deconvnet.serving.errors import ServingError
+from keras_deconvnet.serving.limits import padded_extent
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,11 +89,12 @@ def read_batching_parameters(path: str | os.PathLike) -> BatchingOptions:
 
 
 class _Task:
-    __slots__ = ("inputs", "rows", "done", "outputs", "error")
+    __slots__ = ("inputs", "rows", "extent", "done", "outputs", "error")
 
-    def __init__(self, inputs, rows):
+    def __init__(self, inputs, rows, extent=None):
         self.inputs = inputs
         self.rows = rows
+        self.extent = extent
         self.done = threading.Event()
         self.outputs = None
         self.error = None
@@ -99,11 +106,17 @@ class Batcher:
     Args:
         signature: a batchable `Signature` (see `Signature.batchable`).
         options: the `BatchingOptions`.
+        max_batch_pixels: requests with an image extent (`submit(..., extent)`) join a
+            batch only while `largest height x largest width x total frames` of the
+            batch stays within this; `None`: no pixel budget.
     """
 
-    def __init__(self, signature, options: BatchingOptions):
+    def __init__(
+        self, signature, options: BatchingOptions, max_batch_pixels: int | None = None
+    ):
         self.signature = signature
         self.options = options
+        self.max_batch_pixels = max_batch_pixels
         self._queue = collections.deque()
         self._queued_rows = 0
         self._cond = threading.Condition()
@@ -115,12 +128,26 @@ class Batcher:
         for thread in self._threads:
             thread.start()
 
-    def submit(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Runs `inputs` (checked arrays with a batch axis) in a batch; blocks."""
+    def submit(self, inputs: Mapping[str, np.ndarray], extent=None) -> dict[str, np.ndarray]:
+        """Runs `inputs` (checked arrays with a batch axis) in a batch; blocks.
+
+        Args:
+            inputs: the request's inputs.
+            extent: the request's padded image extent (`limits.ImageExtent`), if any.
+
+        Raises:
+            ServingError: `INVALID_ARGUMENT` for more rows than `max_batch_size` (as
+                TF Serving), `UNAVAILABLE` when the queue is full or closed.
+        """
         rows = next(iter(inputs.values())).shape[0] if inputs else 0
-        if rows == 0 or rows >= self.options.max_batch_size:
+        if rows > self.options.max_batch_size:
+            raise ServingError(
+                f"Task size {rows} is larger than maximum input batch size "
+                f"{self.options.max_batch_size} (max_batch_size of the batching parameters)"
+            )
+        if rows == 0:
             return self.signature(inputs)
-        task = _Task(inputs, rows)
+        task = _Task(inputs, rows, extent)
         limit = self.options.max_enqueued_batches * self.options.max_batch_size
         with self._cond:
             if self._closed:
@@ -153,13 +180,16 @@ class Batcher:
                 self._cond.wait()
             batch = [self._queue.popleft()]
             rows = batch[0].rows
+            extent = batch[0].extent
             deadline = time.monotonic() + options.batch_timeout_micros / 1e6
             while rows < options.max_batch_size:
                 if self._queue:
-                    if rows + self._queue[0].rows > options.max_batch_size:
+                    joined = self._join(extent, self._queue[0].extent)
+                    if rows + self._queue[0].rows > options.max_batch_size or joined is False:
                         break
                     batch.append(self._queue.popleft())
                     rows += batch[-1].rows
+                    extent = joined
                     continue
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or self._closed:
@@ -167,6 +197,13 @@ class Batcher:
                 self._cond.wait(remaining)
             self._queued_rows -= rows
             return batch
+
+    def _join(self, extent, other):
+        """The extent of a batch joined by a task of extent `other`; False if over budget."""
+        if extent is None or other is None or self.max_batch_pixels is None:
+            return extent or other
+        joined = padded_extent([extent, other])
+        return joined if joined.pixels <= self.max_batch_pixels else False
 
     def _work(self) -> None:
         while True:

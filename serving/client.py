@@ -50,21 +50,53 @@ IMAGE_BYTES_SIGNATURE = "predict_image_bytes"
 ImageLike = str | os.PathLike | bytes | np.ndarray
 
 
-def encode_image(image: ImageLike) -> bytes:
+_EXIF_ORIENTATION = 0x0112
+
+
+def exif_transposed(data: bytes) -> bytes:
+    """`data` with its EXIF orientation applied to the pixels (re-encoded as PNG).
+
+    The bytes come back unchanged when they carry no orientation other than 1 (or
+    cannot be read: the server answers for them).
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            if image.getexif().get(_EXIF_ORIENTATION, 1) in (None, 1):
+                return data
+            image = ImageOps.exif_transpose(image)
+            if image.mode not in ("RGB", "RGBA", "L", "LA"):
+                image = image.convert("RGB")
+            buffer = io.BytesIO()
+            image.save(buffer, "PNG")
+            return buffer.getvalue()
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return data
+
+
+def encode_image(image: ImageLike, exif_transpose: bool = False) -> bytes:
     """Encoded image bytes for `predict_image_bytes`.
 
     Args:
         image: a file path (its bytes are sent as they are), encoded bytes, or an
             array `(height, width, 3)` / `(height, width)` with values in 0-255
             (encoded losslessly as PNG).
+        exif_transpose: apply the EXIF orientation of a file or encoded bytes before
+            sending (re-encoded losslessly as PNG). The server, like TF Serving's
+            `tf.io.decode_image`, ignores EXIF, as `load_image` (and so `deconvnet
+            predict`) does by default; pass `True` where `load_image(...,
+            exif_transpose=True)` (`deconvnet predict --exif-transpose`) is used, so
+            both see the same pixels.
 
     Returns:
         The encoded image.
     """
     if isinstance(image, bytes):
-        return image
+        return exif_transposed(image) if exif_transpose else image
     if isinstance(image, str | os.PathLike):
-        return Path(image).read_bytes()
+        data = Path(image).read_bytes()
+        return exif_transposed(data) if exif_transpose else data
     if isinstance(image, np.ndarray):
         from PIL import Image
 
@@ -149,14 +181,16 @@ class _BaseClient:
         return self.predict(inputs, signature_name)
 
     def predict_images(
-        self, images: Sequence[ImageLike], batch_size: int = 8
+        self, images: Sequence[ImageLike], batch_size: int = 8, exif_transpose: bool = False
     ) -> list[np.ndarray]:
         """Label maps of images of any size, each at its own size.
 
         Args:
             images: file paths, encoded JPEG/PNG/BMP/GIF bytes, or arrays
                 `(height, width, 3)` in 0-255.
-            batch_size: images per request.
+            batch_size: images per request (at most the server's rows per request).
+            exif_transpose: apply each file's EXIF orientation before sending (see
+                `encode_image`); the maps then match the upright image.
 
         Returns:
             One int32 label map `(height, width)` per image.
@@ -165,7 +199,7 @@ class _BaseClient:
             raise TypeError("`images` must be a sequence of images (wrap one in a list)")
         if batch_size < 1:
             raise ValueError(f"`batch_size` must be >= 1. Received: {batch_size}")
-        encoded = [encode_image(image) for image in images]
+        encoded = [encode_image(image, exif_transpose) for image in images]
         results = []
         for start in range(0, len(encoded), batch_size):
             chunk = np.array(encoded[start:start + batch_size], dtype=object)
@@ -452,12 +486,13 @@ class GrpcClient(_BaseClient):
         """The version statuses, as the REST API's `model_version_status` entries."""
         request = self._status_pb2.GetModelStatusRequest()
         self._spec(request.model_spec)
+        from keras_deconvnet.serving.grpc_server import error_code_name
+
         response = self._call(self._models.GetModelStatus, request)
         states = self._status_pb2.ModelVersionStatus.State
         return [
             {"version": str(s.version), "state": states.Name(s.state),
-             "status": {"error_code": "OK" if s.status.error_code == 0
-                        else str(s.status.error_code),
+             "status": {"error_code": error_code_name(s.status.error_code),
                         "error_message": s.status.error_message}}
             for s in response.model_version_status
         ]

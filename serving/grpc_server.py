@@ -49,14 +49,95 @@ def to_tensor_proto(array: np.ndarray):
     return tf.make_tensor_proto(array)
 
 
-def from_tensor_proto(proto) -> np.ndarray:
-    """A `TensorProto` as a numpy array (strings become object arrays of bytes)."""
+# The TensorProto field holding the values of each dtype, and values per element.
+_VALUE_FIELDS = {
+    "DT_FLOAT": ("float_val", 1), "DT_DOUBLE": ("double_val", 1),
+    "DT_INT32": ("int_val", 1), "DT_INT16": ("int_val", 1), "DT_INT8": ("int_val", 1),
+    "DT_UINT8": ("int_val", 1), "DT_UINT16": ("int_val", 1),
+    "DT_INT64": ("int64_val", 1), "DT_UINT32": ("uint32_val", 1),
+    "DT_UINT64": ("uint64_val", 1), "DT_BOOL": ("bool_val", 1),
+    "DT_STRING": ("string_val", 1), "DT_HALF": ("half_val", 1),
+    "DT_BFLOAT16": ("half_val", 1), "DT_COMPLEX64": ("scomplex_val", 2),
+    "DT_COMPLEX128": ("dcomplex_val", 2),
+}
+
+
+def check_tensor_proto(proto, name: str = "input") -> None:
+    """Refuses a `TensorProto` whose declared shape does not match the values it carries.
+
+    `tf.make_ndarray` zero-fills a tensor sent without values and repeats the last value
+    of one sent with too few, so a 71-byte request could declare a 1500-image batch.
+    Here every element must be sent: `tensor_content` of exactly `elements x itemsize`
+    bytes, or exactly one value per element in the dtype's `*_val` field.
+
+    Raises:
+        ServingError: `INVALID_ARGUMENT` naming the declared shape and what was sent.
+    """
+    from tensorflow.core.framework import types_pb2
+
+    if proto.tensor_shape.unknown_rank:
+        raise ServingError(f"Input {name!r}: a TensorProto must have a known shape")
+    dims = [d.size for d in proto.tensor_shape.dim]
+    shape = "[" + ", ".join(str(d) for d in dims) + "]"
+    if any(d < 0 for d in dims):
+        raise ServingError(f"Input {name!r}: negative dimension in shape {shape}")
+    elements = 1
+    for d in dims:
+        elements *= d
+    dtype = types_pb2.DataType.Name(proto.dtype) if proto.dtype in types_pb2.DataType.values() \
+        else str(proto.dtype)
+    if dtype not in _VALUE_FIELDS:
+        raise ServingError(f"Input {name!r}: unsupported dtype {dtype}")
+    field, per_element = _VALUE_FIELDS[dtype]
+    if proto.tensor_content:
+        if dtype == "DT_STRING":
+            raise ServingError(f"Input {name!r}: string tensors cannot use tensor_content")
+        import tensorflow as tf
+
+        itemsize = tf.as_dtype(proto.dtype).size
+        sent, expected, unit = len(proto.tensor_content), elements * itemsize, "bytes"
+    else:
+        sent, expected, unit = len(getattr(proto, field)), elements * per_element, "values"
+    if sent != expected:
+        raise ServingError(
+            f"Input {name!r} declares shape {shape} ({expected} {unit}) but carries "
+            f"{sent} {unit}; send every value"
+        )
+
+
+def from_tensor_proto(proto, name: str = "input") -> np.ndarray:
+    """A `TensorProto` as a numpy array (strings become object arrays of bytes).
+
+    Raises:
+        ServingError: `INVALID_ARGUMENT` for a malformed proto, or one whose declared
+            shape does not match its values (see `check_tensor_proto`).
+    """
     import tensorflow as tf
 
+    check_tensor_proto(proto, name)
     try:
         return tf.make_ndarray(proto)
     except (TypeError, ValueError) as e:
         raise ServingError(f"Malformed TensorProto: {e}") from None
+
+
+def _error_code_enum():
+    from tensorflow_serving.apis import get_model_status_pb2
+
+    status = get_model_status_pb2.ModelVersionStatus.DESCRIPTOR.fields_by_name["status"]
+    return status.message_type.fields_by_name["error_code"].enum_type
+
+
+def error_code_number(name: str) -> int:
+    """The number of a canonical error code name in TF Serving's `StatusProto`."""
+    value = _error_code_enum().values_by_name.get(name)
+    return value.number if value is not None else 2  # UNKNOWN
+
+
+def error_code_name(number: int) -> str:
+    """The name of a `StatusProto.error_code` number (`"OK"`, `"DATA_LOSS"`, ...)."""
+    value = _error_code_enum().values_by_number.get(number)
+    return value.name if value is not None else str(number)
 
 
 def _version(model_spec):
@@ -106,7 +187,7 @@ def start_grpc_server(
         def Predict(self, request, context):  # noqa: N802 (the service's names)
             name = request.model_spec.name
             version = _version(request.model_spec)
-            inputs = {k: from_tensor_proto(v) for k, v in request.inputs.items()}
+            inputs = {k: from_tensor_proto(v, k) for k, v in request.inputs.items()}
             servable, signature, outputs = repository.predict(
                 name, version, request.model_spec.signature_name, inputs, strict_dtype=True
             )
@@ -149,11 +230,15 @@ def start_grpc_server(
         def GetModelStatus(self, request, context):  # noqa: N802
             status = repository.status(request.model_spec.name, _version(request.model_spec))
             response = get_model_status_pb2.GetModelStatusResponse()
+            states = get_model_status_pb2.ModelVersionStatus.State
             for entry in status["model_version_status"]:
                 version_status = response.model_version_status.add()
                 version_status.version = int(entry["version"])
-                version_status.state = get_model_status_pb2.ModelVersionStatus.AVAILABLE
-                version_status.status.error_code = 0  # OK
+                version_status.state = states.Value(entry["state"])
+                version_status.status.error_code = error_code_number(
+                    entry["status"]["error_code"]
+                )
+                version_status.status.error_message = entry["status"]["error_message"]
             return response
 
     server = grpc.server(

@@ -1,14 +1,15 @@
-"""Checks an export directory against what TF Serving expects, without loading it.
+"""Checks an export directory against what TF Serving expects (and loads it, if asked).
 
 TF Serving serves `--model_base_path=BASE/NAME` (or each `base_path` of a
 `--model_config_file`) and loads the subdirectories of it whose names are integers
 (versions; others, such as a `.1.partial-*` staging directory, are ignored). Each
 version must hold `saved_model.pb` (or `.pbtxt`) with a meta graph tagged `serve`
 and a `variables/` directory (`variables.index` + `variables.data-*`), and clients
-call the signatures by name. `check_layout` reads only the protos, so it runs in a
-second for any model size:
+call the signatures by name. `check_layout` reads the protos, and with `load=True`
+(what `deconvnet serve --check` does) also loads every version that passes, as the
+server would, so truncated or corrupt variables are caught too:
 
->>> report = check_layout("exported")
+>>> report = check_layout("exported", load=True)
 >>> print(report.format())
 >>> report.ok
 True
@@ -62,12 +63,14 @@ class LayoutReport:
         models: model name -> its integer versions, ascending.
         signatures: `"NAME/VERSION"` -> that version's signature names.
         problems: every error and warning.
+        loaded: the `"NAME/VERSION"`s that were loaded successfully (`load=True`).
     """
 
     path: str
     models: dict[str, list[int]] = dataclasses.field(default_factory=dict)
     signatures: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     problems: list[Problem] = dataclasses.field(default_factory=list)
+    loaded: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def errors(self) -> list[Problem]:
@@ -91,7 +94,8 @@ class LayoutReport:
         for name, versions in sorted(self.models.items()):
             for version in versions:
                 sigs = ", ".join(self.signatures.get(f"{name}/{version}", [])) or "-"
-                lines.append(f"  model {name!r} version {version}: signatures {sigs}")
+                loaded = " (loaded)" if f"{name}/{version}" in self.loaded else ""
+                lines.append(f"  model {name!r} version {version}: signatures {sigs}{loaded}")
         lines.extend(f"  {p}" for p in self.problems)
         verdict = "OK" if self.ok else f"FAILED ({len(self.errors)} error(s))"
         lines.append(f"{verdict}, {len(self.warnings)} warning(s)")
@@ -103,6 +107,7 @@ class LayoutReport:
             "ok": self.ok,
             "models": self.models,
             "signatures": self.signatures,
+            "loaded": self.loaded,
             "problems": [dataclasses.asdict(p) for p in self.problems],
         }
 
@@ -170,7 +175,19 @@ def _check_signatures(report, path, signature_defs, required, expected) -> None:
                                 f"{len(dims)}, expected {rank}")
 
 
-def _check_version(report, name, version_dir: Path, required, expected) -> None:
+def _load_version(report, name, version_dir: Path) -> None:
+    from keras_deconvnet.serving.servables import load_version
+
+    status = load_version(version_dir, name, int(version_dir.name))
+    if status.failed:
+        report._add("error", version_dir, f"cannot be loaded: {status.error_code}: "
+                    f"{status.error_message}")
+    else:
+        report.loaded.append(f"{name}/{version_dir.name}")
+
+
+def _check_version(report, name, version_dir: Path, required, expected, load) -> None:
+    errors_before = len(report.errors)
     has_pb = (version_dir / "saved_model.pb").is_file()
     has_pbtxt = (version_dir / "saved_model.pbtxt").is_file()
     if not (has_pb or has_pbtxt):
@@ -205,9 +222,11 @@ def _check_version(report, name, version_dir: Path, required, expected) -> None:
     if not (version_dir / "export_config.json").is_file():
         report._add("warning", version_dir, "no export_config.json (not written by "
                     "keras_deconvnet.export.export_saved_model?)")
+    if load and len(report.errors) == errors_before:
+        _load_version(report, name, version_dir)
 
 
-def _check_model(report, model_dir: Path, required, expected) -> None:
+def _check_model(report, model_dir: Path, required, expected, load=False) -> None:
     name = model_dir.name
     if not model_dir.is_dir():
         report._add("error", model_dir, f"model directory of {name!r} not found")
@@ -240,7 +259,7 @@ def _check_model(report, model_dir: Path, required, expected) -> None:
                         f"TF Serving reports it as {int(child.name)}")
     report.models[name] = sorted(int(v.name) for v in versions)
     for child in sorted(versions, key=lambda p: int(p.name)):
-        _check_version(report, name, child, required, expected)
+        _check_version(report, name, child, required, expected, load)
 
 
 _CONFIG_ENTRY = re.compile(r'\b(name|base_path|model_platform)\s*:\s*"([^"]*)"')
@@ -315,6 +334,7 @@ def check_layout(
     name: str | None = None,
     required_signatures: Sequence[str] = tuple(DECONVNET_SIGNATURES),
     expected_signatures: Mapping[str, tuple] | None = None,
+    load: bool = False,
 ) -> LayoutReport:
     """Checks a TF Serving base directory (`BASE/NAME/VERSION/`) or model directory.
 
@@ -326,6 +346,9 @@ def check_layout(
             `export_saved_model` writes; pass `("serving_default",)` for other models.
         expected_signatures: signature -> `({input: (dtype, rank)}, {output: (dtype,
             rank)})` to compare; defaults to `DECONVNET_SIGNATURES`.
+        load: also load every version without errors with `tf.saved_model.load`, as
+            the server does (catches truncated or corrupt variables; takes about as
+            long as serving start-up).
 
     Returns:
         A `LayoutReport`; `report.ok` is False when TF Serving (or this package's
@@ -353,7 +376,7 @@ def check_layout(
         return report
     children = [p for p in sorted(path.iterdir()) if p.is_dir() and not p.name.startswith(".")]
     if name is None and any(p.name.isdigit() or _is_saved_model(p) for p in children):
-        _check_model(report, path, required_signatures, expected)  # a model directory
+        _check_model(report, path, required_signatures, expected, load)  # a model dir
         return report
     models = [path / name] if name is not None else [
         p for p in children
@@ -363,7 +386,7 @@ def check_layout(
         report._add("error", path, "no model found: expected BASE/NAME/VERSION/"
                     "saved_model.pb with an integer VERSION")
     for model_dir in models:
-        _check_model(report, model_dir, required_signatures, expected)
+        _check_model(report, model_dir, required_signatures, expected, load)
     config_path = path / "models.config"
     if config_path.is_file():
         _check_model_config(report, path, config_path)

@@ -25,15 +25,26 @@ import numpy as np
 
 from keras_deconvnet.serving.errors import ServingError
 
+_MAX_EXACT_INT_DIGITS = 18
+
+
+def _parse_int(text: str) -> int | float:
+    # Integers beyond 64 bits are read as doubles, as rapidjson (TF Serving's parser)
+    # does; Python's int() would refuse over 4300 digits. A huge one becomes inf, which
+    # the input check refuses as non-finite.
+    digits = len(text) - (text[:1] == "-")
+    return int(text) if digits <= _MAX_EXACT_INT_DIGITS else float(text)
+
 
 def decode_json(body: bytes) -> dict:
     """Parses a JSON request body into an object; `INVALID_ARGUMENT` if malformed."""
     try:
-        request = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ServingError(f"JSON Parse error: {e}") from None
+        request = json.loads(body, parse_int=_parse_int)
     except RecursionError:
         raise ServingError("JSON Parse error: the document is nested too deeply") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError, number conversions
+        message = " ".join(str(e).split())[:300]
+        raise ServingError(f"JSON Parse error: {message}") from None
     if not isinstance(request, dict):
         raise ServingError(
             f"JSON Parse error: the request must be a JSON object, not {type(request).__name__}"
@@ -158,8 +169,14 @@ def _json_value(array: np.ndarray, name: str):
     return array.tolist()
 
 
+def _leaf(array: np.ndarray, name: str, arrays: bool):
+    if arrays and array.dtype.kind in "biuf":
+        return array
+    return _json_value(array, name)
+
+
 def format_predict_response(
-    outputs: Mapping[str, np.ndarray], row_format: bool
+    outputs: Mapping[str, np.ndarray], row_format: bool, arrays: bool = False
 ) -> dict:
     """The JSON response for `outputs` (name -> array), in the request's format.
 
@@ -167,6 +184,8 @@ def format_predict_response(
         outputs: the signature's outputs.
         row_format: `True` for an `"instances"` request (`{"predictions": ...}`),
             `False` for `"inputs"` (`{"outputs": ...}`).
+        arrays: keep numeric outputs as numpy arrays (for `encode_json_chunks`, which
+            encodes them row by row instead of building Python lists).
 
     Returns:
         The response object.
@@ -174,8 +193,8 @@ def format_predict_response(
     names = sorted(outputs)
     if not row_format:
         if len(names) == 1:
-            return {"outputs": _json_value(outputs[names[0]], names[0])}
-        return {"outputs": {k: _json_value(outputs[k], k) for k in names}}
+            return {"outputs": _leaf(outputs[names[0]], names[0], arrays)}
+        return {"outputs": {k: _leaf(outputs[k], k, arrays) for k in names}}
     sizes = {outputs[k].shape[0] if outputs[k].ndim else None for k in names}
     if len(sizes) != 1 or None in sizes:
         raise ServingError(
@@ -183,8 +202,8 @@ def format_predict_response(
             + ", ".join(f"{k}: {outputs[k].shape}" for k in names)
         )
     if len(names) == 1:
-        return {"predictions": _json_value(outputs[names[0]], names[0])}
-    columns = {k: _json_value(outputs[k], k) for k in names}
+        return {"predictions": _leaf(outputs[names[0]], names[0], arrays)}
+    columns = {k: _leaf(outputs[k], k, arrays) for k in names}
     return {
         "predictions": [
             {k: columns[k][i] for k in names} for i in range(sizes.pop())
@@ -195,3 +214,69 @@ def format_predict_response(
 def encode_json(response: Mapping[str, Any]) -> bytes:
     """The JSON bytes of a response (`NaN`/`Infinity` as TF Serving writes them)."""
     return json.dumps(response, separators=(",", ":")).encode("utf-8")
+
+
+_SMALL_ARRAY = 1 << 16
+
+
+class _Chunks:
+    """Collects encoded pieces into chunks of about `size` bytes."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.chunks: list[bytes] = []
+        self._pieces: list[str] = []
+        self._length = 0
+
+    def add(self, piece: str) -> None:
+        self._pieces.append(piece)
+        self._length += len(piece)
+        if self._length >= self.size:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pieces:
+            self.chunks.append("".join(self._pieces).encode("utf-8"))
+            self._pieces, self._length = [], 0
+
+
+def _encode(value, out: _Chunks) -> None:
+    if isinstance(value, np.ndarray):
+        if value.ndim <= 1 or value.size <= _SMALL_ARRAY:
+            out.add(json.dumps(value.tolist(), separators=(",", ":")))
+        else:  # row by row: no Python list of the whole array
+            out.add("[")
+            for i, row in enumerate(value):
+                if i:
+                    out.add(",")
+                _encode(row, out)
+            out.add("]")
+    elif isinstance(value, np.generic):
+        out.add(json.dumps(value.item()))
+    elif isinstance(value, dict):
+        out.add("{")
+        for i, (key, item) in enumerate(value.items()):
+            out.add(("," if i else "") + json.dumps(str(key)) + ":")
+            _encode(item, out)
+        out.add("}")
+    elif isinstance(value, list | tuple):
+        out.add("[")
+        for i, item in enumerate(value):
+            if i:
+                out.add(",")
+            _encode(item, out)
+        out.add("]")
+    else:
+        out.add(json.dumps(value, separators=(",", ":")))
+
+
+def encode_json_chunks(response: Mapping[str, Any], chunk_bytes: int = 1 << 20) -> list[bytes]:
+    """The JSON bytes of a response with numpy leaves, as chunks of about `chunk_bytes`.
+
+    The same bytes as `encode_json` of the equivalent lists, but large arrays are
+    encoded row by row, so the memory an answer takes is about its own size.
+    """
+    out = _Chunks(chunk_bytes)
+    _encode(response, out)
+    out.flush()
+    return out.chunks

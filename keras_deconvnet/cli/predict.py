@@ -40,6 +40,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         default="proposals")
     parser.add_argument("--fcn", help="FCN-8s segmenter (preset) for --method ensemble")
     parser.add_argument("--crf", action="store_true", help="refine with the dense CRF")
+    parser.add_argument("--exif-transpose", action="store_true",
+                        help="apply the EXIF orientation (off by default, like TF Serving's "
+                        "decoder, so local and served labels agree)")
     add_inference_args(parser)
     parser.add_argument("--class-names", help="comma-separated class names for the legend")
     parser.set_defaults(func=run)
@@ -69,7 +72,7 @@ def run(args) -> int:
     progress = keras.utils.Progbar(len(args.images), unit_name="image")
     for i, name in enumerate(args.images, 1):
         try:
-            image = load_image(name)
+            image = load_image(name, exif_transpose=args.exif_transpose)
         except ImageReadError as e:
             print(f"\ndeconvnet predict: skipped {e}", file=sys.stderr)
             failures.append({"image": name, "error": str(e)})

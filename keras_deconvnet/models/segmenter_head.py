@@ -57,6 +57,20 @@ def check_palette(palette, num_classes: int):
 class SegmenterMixin(preset_utils.SegmenterPresetMixin):
     """Class names, sparse-label `compile` defaults and safe `from_config`."""
 
+    @classmethod
+    def from_backbone(cls, backbone, num_classes: int = 21, **kwargs):
+        """A segmenter over `backbone` with the family's default preprocessor.
+
+        Example:
+
+        >>> from keras_deconvnet.models import DeconvNetBackbone, DeconvNetImageSegmenter
+        >>> backbone = DeconvNetBackbone.from_preset("deconvnet_edge_small")
+        >>> DeconvNetImageSegmenter.from_backbone(backbone, 4).output_shape
+        (None, None, None, 4)
+        """
+        kwargs.setdefault("preprocessor", cls.default_preprocessor(backbone))
+        return cls(backbone=backbone, num_classes=num_classes, **kwargs)
+
     @property
     def class_names(self) -> tuple:
         """The class names (given, or `background, class_1, ...`)."""

@@ -16,6 +16,7 @@ from keras_deconvnet.layers import MaxPoolWithArgmax
 
 VGG16_BLOCK_FILTERS = (64, 128, 256, 512, 512)
 VGG16_BLOCK_DEPTHS = (2, 2, 3, 3, 3)
+VGG16_BLOCKS = (VGG16_BLOCK_FILTERS, VGG16_BLOCK_DEPTHS)
 POOLINGS = ("argmax", "max")
 
 
@@ -28,12 +29,20 @@ def conv_bn_relu(
     batch_norm_epsilon: float = 1e-3,
     padding: str = "same",
     conv_cls=keras.layers.Conv2D,
+    batch_norm_beta_initializer="zeros",
     **conv_kwargs,
 ):
-    """Convolution, optional BatchNorm, ReLU, named `name`, `name_bn`, `name_relu`."""
+    """Convolution, optional BatchNorm, ReLU, named `name`, `name_bn`, `name_relu`.
+
+    `conv_kwargs` go to the convolution (e.g. `kernel_initializer`);
+    `batch_norm_beta_initializer` is the BatchNorm shift's (the original's BN
+    layers: `shift_filler { type: 'constant' value: 0.001 }`).
+    """
     x = conv_cls(filters, kernel_size, padding=padding, name=name, **conv_kwargs)(x)
     if use_batch_norm:
-        x = keras.layers.BatchNormalization(epsilon=batch_norm_epsilon, name=f"{name}_bn")(x)
+        x = keras.layers.BatchNormalization(
+            epsilon=batch_norm_epsilon, beta_initializer=batch_norm_beta_initializer,
+            name=f"{name}_bn")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
@@ -45,6 +54,7 @@ def apply_vgg16_encoder(
     batch_norm_epsilon: float = 1e-3,
     pooling: str = "argmax",
     input_padding: int = 0,
+    batch_norm_beta_initializer="zeros",
 ):
     """Applies VGG16's convolution blocks, each ending in a 2x2 max pooling.
 
@@ -58,6 +68,7 @@ def apply_vgg16_encoder(
             (Caffe's ceil-mode max pooling, TensorFlow's `"same"` for 2x2/2).
         input_padding: zeros added on every side before `block1_conv1`, which then
             pads nothing (FCN's `conv1_1` with pad 100 is `input_padding=100`).
+        batch_norm_beta_initializer: the BatchNorm shifts' initializer.
 
     Returns:
         `(x, pools, switches)`: the pool5 output, the output of every pooling, and
@@ -72,7 +83,8 @@ def apply_vgg16_encoder(
         for i in range(1, depth + 1):
             padding = "valid" if input_padding and block == 1 and i == 1 else "same"
             x = conv_bn_relu(x, filters, 3, f"block{block}_conv{i}", use_batch_norm,
-                             batch_norm_epsilon, padding=padding)
+                             batch_norm_epsilon, padding=padding,
+                             batch_norm_beta_initializer=batch_norm_beta_initializer)
         if pooling == "argmax":
             x, block_switches = MaxPoolWithArgmax(name=f"block{block}_pool")(x)
             switches.append(block_switches)

@@ -50,3 +50,39 @@ def test_array_conversion():
         to_rgb_uint8(np.zeros((3, 4, 2)))
     with pytest.raises(ValueError, match="NaN"):
         to_rgb_uint8(np.full((3, 4, 3), np.nan))
+
+
+def test_pixel_limit_is_checked_from_the_header_before_decoding(tmp_path):
+    # Was: an 8000x8000 PNG (220 KB) was decoded whole (8.8 GB at its peak).
+    big = tmp_path / "big.png"
+    Image.new("1", (8000, 8000)).save(big)
+    assert big.stat().st_size < 1_000_000
+    with pytest.raises(ImageReadError, match=r"big.png: a 8000x8000 image \(64000000 pixels\), "
+                       r"over the limit of 40000000 pixels"):
+        load_image(big)
+    # Only the header is needed: the file cut after it is refused the same way.
+    (tmp_path / "head.png").write_bytes(big.read_bytes()[:64])
+    with pytest.raises(ImageReadError, match="over the limit"):
+        load_image(tmp_path / "head.png")
+    with pytest.raises(ImageReadError, match="over the limit of 1000"):
+        load_image(big, max_pixels=1000)
+    Image.new("RGB", (30, 20)).save(tmp_path / "small.png")
+    assert load_image(tmp_path / "small.png", max_pixels=600).shape == (20, 30, 3)
+
+
+def test_every_frame_counts_against_the_pixel_limit(tmp_path):
+    frames = [Image.new("RGB", (100, 100), (80 * i, 0, 0)) for i in range(3)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    with pytest.raises(ImageReadError, match="100x100 image of 3 frames"):
+        load_image(tmp_path / "anim.gif", max_pixels=29_999)
+    assert load_image(tmp_path / "anim.gif", max_pixels=30_000).shape == (100, 100, 3)
+    assert load_image(tmp_path / "anim.gif", max_pixels=None).shape == (100, 100, 3)
+
+
+def test_exif_orientation_is_applied_only_when_asked(tmp_path):
+    # As TF Serving's tf.io.decode_image (the served path): stored pixels by default.
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned 90 degrees
+    Image.fromarray(np.zeros((12, 16, 3), np.uint8)).save(tmp_path / "p.jpg", exif=exif)
+    assert load_image(tmp_path / "p.jpg").shape == (12, 16, 3)
+    assert load_image(tmp_path / "p.jpg", exif_transpose=True).shape == (16, 12, 3)

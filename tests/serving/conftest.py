@@ -2,7 +2,8 @@
 
 The model is a tiny DeconvNet whose BatchNorm statistics are set from data, so its
 class scores are well separated (an untrained net's near-ties would let float
-rounding differences between batch sizes flip labels).
+rounding differences between batch sizes flip labels). `tiny_model` is the only place
+the serving tests build one.
 """
 
 import base64
@@ -23,8 +24,6 @@ import pytest
 from PIL import Image
 
 from keras_deconvnet.export.saved_model import export_saved_model
-from keras_deconvnet.models import DeconvNet
-from keras_deconvnet.preprocessing import preprocess_images
 
 IMAGE_SIZE = 64
 NUM_CLASSES = 3
@@ -33,19 +32,11 @@ MODEL = "deconvnet"
 
 
 def tiny_model(seed: int) -> keras.Model:
-    keras.utils.set_random_seed(seed)
-    model = DeconvNet(
-        num_classes=NUM_CLASSES, image_shape=(IMAGE_SIZE, IMAGE_SIZE, 3),
-        block_filters=(4, 4, 8, 8, 8), fc_units=16, fc_kernel_size=2,
-    )
-    images = np.random.default_rng(seed).uniform(0, 255, (8, IMAGE_SIZE, IMAGE_SIZE, 3))
-    layers = [la for la in model.layers if isinstance(la, keras.layers.BatchNormalization)]
-    for layer in layers:
-        layer.momentum = 0.0
-    model(preprocess_images(images.astype("float32")), training=True)
-    for layer in layers:
-        layer.momentum = 0.99
-    return model
+    """The one place the serving tests build a model: the shared tiny DeconvNet
+    segmenter (tests/model_fixtures.py), its BatchNorm statistics set from data."""
+    from model_fixtures import tiny_deconvnet
+
+    return tiny_deconvnet(num_classes=NUM_CLASSES, seed=seed, calibrated=True)
 
 
 def random_images(count: int, seed: int = 0, size=(IMAGE_SIZE, IMAGE_SIZE)) -> np.ndarray:

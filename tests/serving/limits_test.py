@@ -67,7 +67,7 @@ def test_padding_counts_against_the_request_pixel_limit(server, util):
 
 def test_every_frame_of_an_animated_gif_counts(server, util):
     # Was: the pixel check counted one frame, tf.io.decode_image decoded all of them.
-    frames = [Image.new("P", (2000, 2000), i) for i in range(12)]
+    frames = [Image.new("L", (2000, 2000), 20 * i) for i in range(12)]
     buffer = io.BytesIO()
     frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=40)
     status, answer = _predict_bytes(server, util, [buffer.getvalue()])
@@ -171,3 +171,39 @@ def test_grpc_limits_and_non_finite_values(grpc_stub, server, util):
         with pytest.raises(ServingError, match="9 rows, over the limit of 8") as error:
             client.predict_images([_png(1, 1)] * 9, batch_size=9)
         assert error.value.code == "INVALID_ARGUMENT"
+
+
+def _tiny_frames_gif(frames: int) -> bytes:
+    """A GIF of `frames` 1x1 frames, built by hand (Pillow merges identical frames)."""
+    import struct
+
+    head = b"GIF89a" + struct.pack("<HHBBB", 1, 1, 0x80, 0, 0) + b"\0\0\0\xff\xff\xff"
+    frame = b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + b"\x02\x02\x44\x01\x00"
+    return head + frame * frames + b"\x3b"
+
+
+def test_gif_frames_are_counted_without_decoding():
+    from keras_deconvnet.serving.limits import gif_frames
+
+    frames = [Image.new("L", (30, 20), 40 * i) for i in range(5)]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "GIF", save_all=True, append_images=frames[1:], duration=40)
+    data = buffer.getvalue()
+    assert gif_frames(data, 100) == Image.open(io.BytesIO(data)).n_frames == 5
+    assert gif_frames(data, 2) == 3  # stops once past the cap
+    assert gif_frames(_tiny_frames_gif(1000), 10**9) == 1000
+    assert gif_frames(b"GIF89a", 10) == 1
+
+
+def test_many_tiny_frames_count_their_decoding_cost():
+    # 100000 1x1 frames in 1.5 MB: each frame costs the decoder more than a pixel, so
+    # it counts at least 1024, and the scan stops once over the limit (fast).
+    from keras_deconvnet.serving.limits import RequestLimits, check_images
+
+    data = np.array([_tiny_frames_gif(100_000)], dtype=object)
+    with pytest.raises(ServingError, match=r"1x1 image of 39064 frames \(each counted as "
+                       r"at least 1024 pixels\)"):
+        check_images(data, RequestLimits())
+    small = np.array([_tiny_frames_gif(10)], dtype=object)
+    (extent,) = check_images(small, RequestLimits())
+    assert extent.frames == 10 and extent.pixels == 10 * 1024

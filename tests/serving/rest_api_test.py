@@ -26,6 +26,7 @@ class FakeSignature:
         self.inputs = {"x": TensorInfo("x", dtype, (None,) if string else (None, 2))}
         self.outputs = {"y": TensorInfo("y", np.dtype("float32"), (None, 2))}
         self.batches = []
+        self.threads = []
         self.delay = delay
 
     def split(self, outputs, start, rows):
@@ -34,6 +35,7 @@ class FakeSignature:
     def __call__(self, inputs):
         x = inputs["x"]
         self.batches.append(len(x))
+        self.threads.append(threading.current_thread().name)
         time.sleep(self.delay)
         if np.isnan(x).any():
             raise ServingError("NaN input")
@@ -195,3 +197,100 @@ def test_image_bytes_batches_are_cropped_back_to_each_request(export_base, util)
     for i in range(2):
         np.testing.assert_array_equal(results[i]["image_sizes"], alone[i]["image_sizes"])
         np.testing.assert_array_equal(results[i]["labels"], alone[i]["labels"])
+
+
+def test_batcher_refuses_more_rows_than_the_batch_size_and_queues_full_batches():
+    # Was: a request of max_batch_size rows or more ran outside the queue, unbounded.
+    signature = FakeSignature()
+    batcher = Batcher(signature, BatchingOptions(max_batch_size=4))
+    try:
+        with pytest.raises(ServingError, match="Task size 5 is larger than maximum input "
+                           "batch size 4") as info:
+            batcher.submit({"x": np.zeros((5, 2), np.float32)})
+        assert info.value.http_status == 400 and signature.batches == []
+        out = batcher.submit({"x": np.ones((4, 2), np.float32)})
+        np.testing.assert_array_equal(out["y"], np.full((4, 2), 2.0))
+        assert signature.batches == [4] and signature.threads == ["batcher-0"]
+    finally:
+        batcher.close()
+
+
+def _run_two(batcher, extents):
+    results = {}
+    threads = [
+        threading.Thread(target=lambda i=i: results.__setitem__(i, batcher.submit(
+            {"x": np.full((1, 2), i, np.float32)}, extents[i])))
+        for i in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    batcher.close()
+    return results
+
+
+def test_batches_of_images_stay_within_the_request_pixel_budget():
+    # Requests of 1 row each, padded to 100x100 and 10x10: joined, the batch would
+    # cost 2 x 100 x 100 = 20000 pixels.
+    from keras_deconvnet.serving.limits import ImageExtent
+
+    extents = [ImageExtent(100, 100), ImageExtent(10, 10)]
+    for budget, batches in ((20_000, [2]), (19_999, [1, 1])):
+        signature = FakeSignature()
+        batcher = Batcher(signature, BatchingOptions(max_batch_size=2,
+                                                     batch_timeout_micros=2_000_000),
+                          max_batch_pixels=budget)
+        results = _run_two(batcher, extents)
+        assert sorted(signature.batches) == batches, budget
+        assert len(results) == 2
+
+
+def test_json_numbers_out_of_range_are_bad_requests():
+    from keras_deconvnet.serving.servables import TensorInfo, _convert
+
+    images = TensorInfo("images", np.dtype("float32"), (None, 2))
+    big = rest_api.decode_json(b'{"inputs": [[1, ' + b"9" * 5000 + b"]]}")
+    assert big["inputs"][0][1] == float("inf")
+    for body in (big, rest_api.decode_json(b'{"inputs": [[1, NaN]]}'),
+                 {"inputs": [[1.0, 1e39]]}):  # 1e39 overflows float32
+        with pytest.raises(ServingError, match="1 non-finite value") as info:
+            _convert(body["inputs"], images, strict_dtype=False)
+        assert info.value.http_status == 400
+    counts = TensorInfo("counts", np.dtype("int32"), (None,))
+    with pytest.raises(ServingError, match="int32"):
+        _convert([1, 10**30], counts, strict_dtype=False)
+    assert rest_api.decode_json(b'{"a": 123456789012345678}')["a"] == 123456789012345678
+
+
+def test_chunked_encoding_is_the_same_json():
+    outputs = {
+        "labels": (np.arange(2 * 300 * 250).reshape(2, 300, 250) % 5 - 1).astype(np.int32),
+        "image_sizes": np.array([[300, 250], [7, 9]], np.int32),
+        "probabilities": np.array([[0.25, np.nan]], np.float32).repeat(2, 0),
+    }
+    for row_format in (True, False):
+        plain = rest_api.encode_json(rest_api.format_predict_response(outputs, row_format))
+        chunks = rest_api.encode_json_chunks(
+            rest_api.format_predict_response(outputs, row_format, arrays=True),
+            chunk_bytes=4096,
+        )
+        assert len(chunks) > 1 and b"".join(chunks) == plain
+
+
+def test_response_values_are_limited_before_running(export_base, util):
+    from keras_deconvnet.serving.limits import RequestLimits
+    from keras_deconvnet.serving.servables import ModelRepository
+
+    limits = RequestLimits(max_response_values=64 * 64 * 4 * 2)  # 2 rows of 64x64x(3+1)
+    repository = ModelRepository.from_base_dir(export_base, versions="latest", limits=limits)
+    try:
+        images = np.zeros((3, 64, 64, 3), np.float32)
+        with pytest.raises(ServingError, match="would hold 49152 values, over the limit of "
+                           "32768 values per answer"):
+            repository.predict(util.MODEL, None, "serving_default", {"images": images})
+        _, _, outputs = repository.predict(util.MODEL, None, "serving_default",
+                                           {"images": images[:2]})
+        assert outputs["labels"].shape == (2, 64, 64)
+    finally:
+        repository.close()

@@ -207,11 +207,8 @@ def build_deconvnet(net: CaffeNet, class_names=None, palette=None):
     from keras_deconvnet.models.deconvnet import DeconvNetBackbone, DeconvNetImageSegmenter
 
     config, num_classes = infer_deconvnet_config(net)
-    backbone = DeconvNetBackbone(**config)
-    return DeconvNetImageSegmenter(
-        backbone=backbone, num_classes=num_classes,
-        preprocessor=DeconvNetImageSegmenter.default_preprocessor(backbone),
-        class_names=class_names, palette=palette,
+    return DeconvNetImageSegmenter.from_backbone(
+        DeconvNetBackbone(**config), num_classes, class_names=class_names, palette=palette
     )
 
 

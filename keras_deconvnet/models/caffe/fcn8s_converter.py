@@ -22,6 +22,7 @@ from keras_deconvnet.models.caffe.weight_mapping import (
     WeightPlan,
     blob_shape,
     conv_geometry,
+    encoder_specs,
     missing_layers,
     plan_weights,
 )
@@ -48,12 +49,7 @@ def fcn8s_specs(input_padding: int = ORIGINAL_PADDING, block_depths=DEPTHS) -> l
     >>> [(s.caffe, s.keras) for s in fcn8s_specs()][-1]
     ('upsample', 'upscore8')
     """
-    specs = []
-    for block, depth in enumerate(block_depths, 1):
-        for i in range(1, depth + 1):
-            first = (block, i) == (1, 1)
-            specs.append(Conv(f"conv{block}_{i}", f"block{block}_conv{i}", bgr_input=first,
-                              pad=input_padding if first else None))
+    specs = encoder_specs(block_depths, first_pad=input_padding)
     specs += [Conv("fc6", "fc6"), Conv("fc7", "fc7")]
     for caffe, alias, keras_name in HEAD:
         kind = "deconv" if caffe in _DECONVOLUTIONS else "conv"
@@ -168,11 +164,8 @@ def build_fcn8s(net: CaffeNet, class_names=None, palette=None):
     from keras_deconvnet.models.fcn8s import FCN8sBackbone, FCN8sImageSegmenter
 
     config, num_classes = infer_fcn8s_config(net)
-    backbone = FCN8sBackbone(**config)
-    return FCN8sImageSegmenter(
-        backbone=backbone, num_classes=num_classes,
-        preprocessor=FCN8sImageSegmenter.default_preprocessor(backbone),
-        class_names=class_names, palette=palette,
+    return FCN8sImageSegmenter.from_backbone(
+        FCN8sBackbone(**config), num_classes, class_names=class_names, palette=palette
     )
 
 

@@ -19,6 +19,7 @@ from keras_deconvnet.models.caffe.weight_mapping import (
     Conv,
     WeightPlan,
     blob_shape,
+    encoder_specs,
     missing_layers,
     plan_weights,
 )
@@ -39,12 +40,7 @@ def vgg16_specs(block_depths=DEPTHS) -> list[Conv]:
     >>> len(vgg16_specs())
     15
     """
-    specs = []
-    for block, depth in enumerate(block_depths, 1):
-        for i in range(1, depth + 1):
-            first = (block, i) == (1, 1)
-            specs.append(Conv(f"conv{block}_{i}", f"block{block}_conv{i}", bgr_input=first,
-                              pad=False if first else None))
+    specs = encoder_specs(block_depths, first_pad=False)
     specs += [Conv("fc6", "fc6", inner_product=True), Conv("fc7", "fc7", inner_product=True)]
     return specs
 

@@ -158,6 +158,18 @@ class Conv:
     aliases: tuple[str, ...] = ()
 
 
+def encoder_specs(block_depths, first_pad) -> list[Conv]:
+    """The VGG16 encoder's convolutions (`convB_I` -> `blockB_convI`); the first one
+    reads BGR (reversed to RGB) and has padding `first_pad` (`None`: not checked)."""
+    specs = []
+    for block, depth in enumerate(block_depths, 1):
+        for i in range(1, depth + 1):
+            first = (block, i) == (1, 1)
+            specs.append(Conv(f"conv{block}_{i}", f"block{block}_conv{i}", bgr_input=first,
+                              pad=first_pad if first else None))
+    return specs
+
+
 @dataclass(frozen=True)
 class BatchNorm:
     """The fork's BN layer (two `(1, C, 1, 1)` blobs) feeding a Keras BatchNormalization."""

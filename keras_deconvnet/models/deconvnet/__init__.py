@@ -14,3 +14,11 @@ from keras_deconvnet.models.deconvnet.deconvnet_image_segmenter_preprocessor imp
 from keras_deconvnet.models.deconvnet.deconvnet_presets import DECONVNET_PRESETS
 
 preset_utils.register_named_configs(DECONVNET_PRESETS, DeconvNetBackbone)
+
+__all__ = [
+    "DECONVNET_PRESETS",
+    "DeconvNetBackbone",
+    "DeconvNetImageConverter",
+    "DeconvNetImageSegmenter",
+    "DeconvNetImageSegmenterPreprocessor",
+]

@@ -12,6 +12,37 @@ from keras_deconvnet.layers import (
 )
 from keras_deconvnet.models import preset_utils, vgg16_encoder
 
+DECODER_INITIALIZERS = ("caffe", "glorot")
+
+
+def decoder_initializers(decoder_initializer: str) -> tuple[dict, dict]:
+    """`(decoder convolution kwargs, BatchNorm kwargs)` of an initialisation scheme.
+
+    `"caffe"`, the authors' training prototxts (`training/00{1,2}_stage_*/
+    stage_*_train.prototxt` of HyeonwooNoh/DeconvNet): every deconvolution
+    (`fc6-deconv`, `deconv*`) `weight_filler { type: "gaussian" std: 0.01 }` and
+    `bias_filler { type: "constant" value: 0 }`; every BN layer (encoder's too)
+    `scale_filler` 1 and `shift_filler` 0.001. The encoder and fc6/fc7 had no
+    filler there (VGG16's weights were loaded), so they keep Keras's defaults here.
+    `"glorot"`: Keras's defaults everywhere (Glorot-uniform kernels, zero shifts).
+    """
+    if decoder_initializer not in DECODER_INITIALIZERS:
+        raise ValueError(
+            f"`decoder_initializer` must be one of {DECODER_INITIALIZERS}. "
+            f"Received: decoder_initializer={decoder_initializer!r}"
+        )
+    if decoder_initializer == "glorot":
+        return {}, {}
+    # A new initializer per layer (a config dict is deserialised each time), so that
+    # unseeded draws differ between layers.
+    conv = {
+        "kernel_initializer": {"class_name": "RandomNormal",
+                               "config": {"mean": 0.0, "stddev": 0.01}},
+        "bias_initializer": "zeros",
+    }
+    return conv, {"batch_norm_beta_initializer": {"class_name": "Constant",
+                                                  "config": {"value": 0.001}}}
+
 
 def decoder_filters(block_filters, block_depths, block: int) -> list[int]:
     """Widths of the convolutions of decoder block `block` (1-based), mirroring VGG16.
@@ -60,6 +91,10 @@ class DeconvNetBackbone(preset_utils.NamedConfigBackboneMixin, Backbone):
         image_shape: `(height, width, 3)`; height and width may be `None`. Any size
             works as long as pool5 is at least `fc_kernel_size` wide (224 and up for
             the paper's configuration). Defaults to `(224, 224, 3)`.
+        decoder_initializer: `"caffe"` (default, the authors' fillers: decoder
+            kernels Gaussian with std 0.01, zero biases, every BatchNorm's scale 1
+            and shift 0.001) or `"glorot"` (Keras's defaults). Only the initial
+            values differ; loaded weights replace them.
         **kwargs: `keras_hub.models.Backbone` arguments (`name`, `dtype`,
             `trainable`).
 
@@ -75,6 +110,10 @@ class DeconvNetBackbone(preset_utils.NamedConfigBackboneMixin, Backbone):
     8541760
     """
 
+    CONFIG_KEYS = ("block_filters", "block_depths", "fc_units", "fc_kernel_size",
+                   "use_batch_norm", "batch_norm_epsilon", "image_shape",
+                   "decoder_initializer")
+
     def __init__(
         self,
         block_filters=vgg16_encoder.VGG16_BLOCK_FILTERS,
@@ -84,33 +123,36 @@ class DeconvNetBackbone(preset_utils.NamedConfigBackboneMixin, Backbone):
         use_batch_norm: bool = True,
         batch_norm_epsilon: float = 1e-3,
         image_shape=(224, 224, 3),
+        decoder_initializer: str = "caffe",
         **kwargs,
     ):
         image_shape = tuple(image_shape)
+        decoder_conv, bn_init = decoder_initializers(decoder_initializer)
         block_filters = tuple(int(f) for f in block_filters)
         block_depths = tuple(int(d) for d in block_depths)
         vgg16_encoder.validate_vgg_config(
             image_shape, block_filters, block_depths, fc_units, fc_kernel_size
         )
         conv = vgg16_encoder.conv_bn_relu
-        bn = dict(use_batch_norm=use_batch_norm, batch_norm_epsilon=batch_norm_epsilon)
+        bn = dict(use_batch_norm=use_batch_norm, batch_norm_epsilon=batch_norm_epsilon,
+                  **bn_init)
 
         # === Functional model ===
         inputs = keras.Input(shape=image_shape, name="images")
         x, _, switches = vgg16_encoder.apply_vgg16_encoder(
             inputs, block_filters, block_depths, pooling="argmax", **bn
-        )
+        )  # Keras's default kernels: the original loaded VGG16 there.
         # fc6, fc7 and deconv_fc6 run as matmuls when pool5 is fc_kernel_size wide.
         x = conv(x, fc_units, fc_kernel_size, "fc6", padding="valid",
                  conv_cls=FullyConnectedConv2D, **bn)
         x = conv(x, fc_units, 1, "fc7", conv_cls=FullyConnectedConv2D, **bn)
         x = conv(x, block_filters[-1], fc_kernel_size, "deconv_fc6", padding="valid",
-                 conv_cls=FullyConnectedConv2DTranspose, **bn)
+                 conv_cls=FullyConnectedConv2DTranspose, **bn, **decoder_conv)
         for block in range(len(block_filters), 0, -1):
             x = Unpool(name=f"unpool{block}")(x, switches[block - 1])
             widths = decoder_filters(block_filters, block_depths, block)
             for i, width in enumerate(widths, 1):
-                x = conv(x, width, 3, f"deconv{block}_{i}", **bn)
+                x = conv(x, width, 3, f"deconv{block}_{i}", **bn, **decoder_conv)
         super().__init__(inputs=inputs, outputs=x, **kwargs)
 
         # === Config ===
@@ -121,18 +163,4 @@ class DeconvNetBackbone(preset_utils.NamedConfigBackboneMixin, Backbone):
         self.use_batch_norm = use_batch_norm
         self.batch_norm_epsilon = batch_norm_epsilon
         self.image_shape = image_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "block_filters": self.block_filters,
-                "block_depths": self.block_depths,
-                "fc_units": self.fc_units,
-                "fc_kernel_size": self.fc_kernel_size,
-                "use_batch_norm": self.use_batch_norm,
-                "batch_norm_epsilon": self.batch_norm_epsilon,
-                "image_shape": self.image_shape,
-            }
-        )
-        return config
+        self.decoder_initializer = decoder_initializer

@@ -5,3 +5,5 @@ from keras_deconvnet.models.edeconvnet.edeconvnet_image_segmenter import (
     EDeconvNetImageSegmenter,
     RectifiedProduct,
 )
+
+__all__ = ["ENSEMBLE_MODES", "EDeconvNetImageSegmenter", "RectifiedProduct"]

@@ -11,3 +11,13 @@ from keras_deconvnet.models.fcn8s.fcn8s_layers import CropToMatch, crop_offsets
 from keras_deconvnet.models.fcn8s.fcn8s_presets import FCN8S_PRESETS
 
 preset_utils.register_named_configs(FCN8S_PRESETS, FCN8sBackbone)
+
+__all__ = [
+    "FCN8S_PRESETS",
+    "CropToMatch",
+    "FCN8sBackbone",
+    "FCN8sImageConverter",
+    "FCN8sImageSegmenter",
+    "FCN8sImageSegmenterPreprocessor",
+    "crop_offsets",
+]
