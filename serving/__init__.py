@@ -18,7 +18,7 @@ Example:
 
 >>> from keras_deconvnet.serving import RestClient
 >>> client = RestClient("http://127.0.0.1:8501", model_name="deconvnet")
->>> labels = client.predict_images(["cat.jpg"])[0]
+>>> labels = client.predict_images(["cat.jpg"])[0]  # doctest: +SKIP
 """
 
 from __future__ import annotations

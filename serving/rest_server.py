@@ -421,8 +421,8 @@ class RestServer:
 
     Example:
 
-    >>> repository = ModelRepository.from_base_dir("exported")
-    >>> with RestServer(repository, port=0) as server:
+    >>> repository = ModelRepository.from_base_dir("exported")  # doctest: +SKIP
+    >>> with RestServer(repository, port=0) as server:  # doctest: +SKIP
     ...     server.start()
     ...     print(server.url)
     http://127.0.0.1:...
