@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 from pathlib import Path
-
-import numpy as np
 
 from keras_deconvnet.cli import CommandError
 
@@ -99,30 +95,11 @@ def build_dataset(args, split: str | None = None):
     return ds, info
 
 
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def write_json(data: dict, path: str | os.PathLike) -> Path:
     """Writes JSON atomically (temp file + rename); NaN becomes null."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(_jsonable(data), indent=2))
-    os.replace(partial, path)
-    return path
+    from keras_deconvnet.atomic_io import write_json as write
+
+    return write(path, data)
 
 
 def add_inference_args(parser: argparse.ArgumentParser) -> None:

@@ -14,15 +14,14 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 import socket
-import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import keras
+
+from keras_deconvnet import atomic_io
 
 CONFIG_FILE = "config.json"
 TASK_CONFIG_FILE = "task.json"
@@ -381,8 +380,6 @@ class SegmenterPresetMixin:
             The absolute path of the preset directory.
         """
         target = Path(os.fspath(preset_dir)).absolute()
-        if target.exists() and not target.is_dir():
-            raise FileExistsError(f"`{target}` exists and is not a directory.")
         if target.is_dir() and any(target.iterdir()) and not overwrite:
             raise FileExistsError(
                 f"The preset directory `{target}` is not empty; pass `overwrite=True` "
@@ -402,39 +399,9 @@ class SegmenterPresetMixin:
                 f"`training_data`, `metrics` and `description` must be JSON-serializable: {e}"
             ) from None
         check_config_is_safe(keras.saving.serialize_keras_object(self), "the model's config")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        try:
+        with atomic_io.staged_directory(target, overwrite=True) as staging:
             super().save_to_preset(str(staging), max_shard_size=max_shard_size)
             metadata = read_json(staging / METADATA_FILE)
             metadata[METADATA_KEY] = extra
-            write_json_file(staging / METADATA_FILE, metadata)
-            commit_directory(staging, target)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+            atomic_io.write_json(staging / METADATA_FILE, metadata, indent=4)
         return target
-
-
-def write_json_file(path: Path, data) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=4)
-        f.write("\n")
-
-
-def commit_directory(staging: Path, target: Path) -> None:
-    """Moves a finished directory into place, replacing `target` (if any) last."""
-    if not target.exists():
-        os.rename(staging, target)
-        return
-    if not any(target.iterdir()):
-        os.replace(staging, target)  # rename(2) replaces an empty directory.
-        return
-    old = target.with_name(f".{target.name}.old-{os.getpid()}-{time.monotonic_ns()}")
-    os.rename(target, old)
-    try:
-        os.rename(staging, target)
-    except BaseException:
-        os.rename(old, target)
-        raise
-    shutil.rmtree(old, ignore_errors=True)

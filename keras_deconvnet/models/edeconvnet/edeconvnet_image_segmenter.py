@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import keras
 from keras_hub.models import ImageSegmenter
 
+from keras_deconvnet import atomic_io
 from keras_deconvnet.models import preset_utils
 from keras_deconvnet.models.segmenter_head import SegmenterMixin
 
@@ -153,14 +152,8 @@ class EDeconvNetImageSegmenter(SegmenterMixin, ImageSegmenter):
             raise FileExistsError(
                 f"The preset directory `{target}` is not empty; pass `overwrite=True`."
             )
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-        try:
+        with atomic_io.staged_directory(target, overwrite=True) as staging:
             self.deconvnet.save_to_preset(staging / "deconvnet", max_shard_size, **metadata)
             self.fcn8s.save_to_preset(staging / "fcn8s", max_shard_size, **metadata)
-            preset_utils.write_json_file(staging / ENSEMBLE_FILE, {"mode": self.mode})
-            preset_utils.commit_directory(staging, target)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+            atomic_io.write_json(staging / ENSEMBLE_FILE, {"mode": self.mode})
         return target
