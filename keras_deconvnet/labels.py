@@ -7,6 +7,13 @@ import numpy as np
 IGNORE_LABEL = 255
 """Label of pixels that count neither as right nor wrong (VOC object borders)."""
 
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
+    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
+    "sheep", "sofa", "train", "tvmonitor",
+)
+"""PASCAL VOC's 21 classes, background first: the paper's, and the authors' models'."""
+
 
 def bitwise_palette() -> np.ndarray:
     """The PASCAL VOC colour map: 256 RGB colours from the bits of the label value.

@@ -39,18 +39,8 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from keras_deconvnet.data.common import (
-    IGNORE_LABEL,
-    DatasetInfo,
-    bitwise_palette,
-    boxes_from_instance_mask,
-)
-
-VOC_CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
-    "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
-    "sheep", "sofa", "train", "tvmonitor",
-)
+from keras_deconvnet.data.common import DatasetInfo, boxes_from_instance_mask
+from keras_deconvnet.labels import IGNORE_LABEL, VOC_CLASSES, bitwise_palette
 
 VOC_PALETTE = bitwise_palette()
 """The standard VOC colour map, `(256, 3)` uint8; row 255 (ignore) is (224, 224, 192)."""

@@ -256,7 +256,7 @@ def convert_caffemodel(
     ...     "DeconvNet_trainval_inference.caffemodel", "deconvnet")
     >>> conversion.save("deconvnet_voc")  # doctest: +SKIP
     """
-    from keras_deconvnet.data import VOC_INFO
+    from keras_deconvnet.labels import VOC_CLASSES, bitwise_palette
 
     _check_arch(arch, bn, target)
     path = os.fspath(path)
@@ -265,8 +265,8 @@ def convert_caffemodel(
     with read_caffemodel(path) as net:
         # VOC's class names and colours when the file scores VOC's 21 classes.
         voc = _class_count(net, arch, num_classes) == 21
-        names = VOC_INFO.class_names if voc else None
-        palette = VOC_INFO.palette[:21].tolist() if voc else None
+        names = VOC_CLASSES if voc else None
+        palette = bitwise_palette()[: len(VOC_CLASSES)].tolist() if voc else None
         say(f"Building the Keras {target if arch == 'vgg16' else arch} "
             f"({net.num_parameters:,} values in the file)")
         if arch == "deconvnet":
