@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 
 from keras_deconvnet.cli import CommandError
@@ -13,32 +14,49 @@ from keras_deconvnet.cli.common import (
     write_json,
 )
 
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "train",
-        help="two-stage training (object crops, then proposal crops) with model.fit",
+        help="two-stage training (object crops, then proposal crops), the authors' solver",
         description=(
             "Trains a DeconvNet (or FCN-8s) with the paper's two-stage recipe: stage 1 on "
-            "object-centred crops, stage 2 on proposal crops, SGD with momentum 0.9, "
-            "weight decay 5e-4 and learning-rate drops on plateau. A killed run resumes "
-            "where it stopped when started again with the same --out. Prints per-class "
-            "IoU on the validation split and writes train_summary.json."
+            "object-centred crops, stage 2 on proposal crops (sliding windows, or "
+            "EdgeBoxes files with --proposals-dir), then BatchNorm statistics recomputed "
+            "over training batches. The defaults are the authors' Caffe solver: batches "
+            "of 8 accumulated 8 times, SGD lr 0.01 (biases x2, not decayed), momentum "
+            "0.9, weight decay 5e-4, lr x0.1 every 9000 (stage 1, 20000 updates) and "
+            "10000 updates (stage 2, 40000). A killed run resumes where it stopped when "
+            "started again with the same --out; a second run on the same --out is "
+            "refused. Prints per-class IoU on the validation split and writes "
+            "train_summary.json."
         ),
         epilog=(
             "Examples:\n"
             "  deconvnet train --out runs/shapes --crop-size 96 --stage1-epochs 4 \\\n"
-            "      --stage2-epochs 4 --steps-per-epoch 40\n"
+            "      --stage2-epochs 4 --steps-per-epoch 40 --gradient-accumulation-steps 1\n"
             "  deconvnet train --dataset voc --data-dir VOCdevkit --sbd-dir SBD \\\n"
             "      --preset deconvnet_vgg16_voc --vgg16-weights imagenet --crop-size 224 \\\n"
-            "      --strategy mirrored --out runs/voc\n"
-            "  deconvnet train --arch fcn8s --out runs/fcn  # the ensemble's partner"
+            "      --proposals-dir edgeboxes/ --strategy mirrored --out runs/voc\n"
+            "  deconvnet train --arch fcn8s --out runs/fcn  # the ensemble's partner\n"
+            "  TF_CONFIG='{\"cluster\": {\"worker\": [\"host1:2222\", \"host2:2222\"]}, \\\n"
+            "      \"task\": {\"type\": \"worker\", \"index\": 0}}' \\\n"
+            "      deconvnet train --strategy multi_worker --out /shared/runs/voc ..."
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--out", required=True, help="output directory (resumes if it exists)")
     add_dataset_args(parser, default_split="train")
     parser.add_argument("--val-split", default="val", help="validation split ('' for none)")
+    parser.add_argument("--proposals-dir",
+                        help="stage-2 proposals: a folder of per-image files <image_id>.txt/"
+                        ".csv/.npy (EdgeBoxes output); default: sliding windows")
+    parser.add_argument("--proposals-format", default="edgeboxes",
+                        choices=("edgeboxes", "xywh", "yxyx"),
+                        help="box format of --proposals-dir files (default: edgeboxes, "
+                        "'x y w h [score]' 1-based as the MATLAB toolbox writes)")
     model = parser.add_argument_group("model")
     model.add_argument("--arch", choices=("deconvnet", "fcn8s"), default="deconvnet")
     model.add_argument("--preset", default=None,
@@ -46,22 +64,57 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                        "deconvnet_edge_small or fcn8s_edge_small")
     model.add_argument("--model", help="continue training a preset directory or .keras file")
     model.add_argument("--vgg16-weights", help="'imagenet' or a VGG16 .h5 file for the encoder")
-    fit = parser.add_argument_group("training")
+    model.add_argument("--decoder-init", choices=("caffe", "glorot"), default=None,
+                       help="a new DeconvNet's decoder and BN initialisation (default: caffe, "
+                       "the authors': gaussian 0.01, BN shift 0.001)")
+    fit = parser.add_argument_group("training (defaults: the authors' solver)")
     fit.add_argument("--crop-size", type=int, default=224, help="training crop size")
-    fit.add_argument("--stage1-epochs", type=int, default=None)
-    fit.add_argument("--stage2-epochs", type=int, default=None)
-    fit.add_argument("--steps-per-epoch", type=int, default=None)
-    fit.add_argument("--batch-size", type=int, default=None)
-    fit.add_argument("--learning-rate", type=float, default=None)
-    fit.add_argument("--lr-schedule", choices=("plateau", "step", "constant"), default=None)
+    fit.add_argument("--stage1-epochs", type=int, default=None, help="default 20")
+    fit.add_argument("--stage2-epochs", type=int, default=None, help="default 40")
+    fit.add_argument("--steps-per-epoch", type=int, default=None,
+                     help="batches per epoch, both stages (default 8000: 1000 updates)")
+    fit.add_argument("--batch-size", type=int, default=None,
+                     help="global batch, split across replicas (default 8)")
+    fit.add_argument("--gradient-accumulation-steps", type=int, default=None,
+                     help="batches per update, Caffe's iter_size (default 8; 1 for none)")
+    fit.add_argument("--learning-rate", type=float, default=None, help="default 0.01")
+    fit.add_argument("--lr-schedule", choices=("plateau", "step", "constant"), default=None,
+                     help="default step")
+    fit.add_argument("--stage1-lr-step-size", type=int, default=None,
+                     help="updates between x0.1 steps in stage 1 (default 9000)")
+    fit.add_argument("--stage2-lr-step-size", type=int, default=None,
+                     help="the same in stage 2 (default 10000)")
+    fit.add_argument("--bias-lr-multiplier", type=float, default=None, help="default 2")
+    fit.add_argument("--bias-decay-multiplier", type=float, default=None, help="default 0")
+    fit.add_argument("--no-batchnorm-recompute", action="store_true",
+                     help="keep Keras's moving averages instead of recomputing BN "
+                     "statistics after the last stage")
+    fit.add_argument("--batchnorm-batches", type=int, default=None, help="default 501")
+    fit.add_argument("--batchnorm-batch-size", type=int, default=None, help="default 28")
+    fit.add_argument("--class-balancing", choices=("none", "median_frequency"), default=None,
+                     help="loss weights per class (default none, as the original)")
     fit.add_argument("--config", help="a TrainingConfig JSON file; flags override it")
-    fit.add_argument("--strategy", choices=("default", "mirrored", "multi_worker"),
-                     default="default", help="tf.distribute strategy")
+    fit.add_argument("--strategy", choices=STRATEGIES, default="default",
+                     help="tf.distribute strategy; multi_worker reads TF_CONFIG (or Slurm's "
+                     "variables inside srun); every worker runs the same command")
     fit.set_defaults(func=run)
     return parser
 
 
+# Flags that set a TrainingConfig field as they are.
+_FIELDS = {
+    "batch_size": "batch_size",
+    "gradient_accumulation_steps": "gradient_accumulation_steps",
+    "lr_schedule": "lr_schedule",
+    "bias_lr_multiplier": "bias_lr_multiplier",
+    "bias_decay_multiplier": "bias_decay_multiplier",
+    "batchnorm_batches": "batchnorm_batches",
+    "batchnorm_batch_size": "batchnorm_batch_size",
+}
+
+
 def training_config_from_args(args):
+    """The `TrainingConfig` of `--config` and the flags (flags win)."""
     from keras_deconvnet.training import TrainingConfig
 
     config = {}
@@ -71,48 +124,114 @@ def training_config_from_args(args):
                 config = json.load(f)
         except (OSError, json.JSONDecodeError) as e:
             raise CommandError(f"cannot read --config {args.config}: {e}") from None
-    for stage, epochs in (("stage1", args.stage1_epochs), ("stage2", args.stage2_epochs)):
+        if not isinstance(config, dict):
+            raise CommandError(f"--config {args.config} must hold a JSON object")
+    for stage in ("stage1", "stage2"):
         stage_config = dict(config.get(stage, {}))
-        if epochs is not None:
-            stage_config["epochs"] = epochs
-        if args.steps_per_epoch is not None:
-            stage_config["steps_per_epoch"] = args.steps_per_epoch
-        stage_config.setdefault("steps_per_epoch", 100)
-        if args.learning_rate is not None:
-            stage_config["learning_rate"] = args.learning_rate
+        for key, value in (("epochs", getattr(args, f"{stage}_epochs")),
+                           ("steps_per_epoch", args.steps_per_epoch),
+                           ("learning_rate", args.learning_rate),
+                           ("lr_step_size", getattr(args, f"{stage}_lr_step_size"))):
+            if value is not None:
+                stage_config[key] = value
         config[stage] = stage_config
-    if args.batch_size is not None:
-        config["batch_size"] = args.batch_size
-    if args.lr_schedule is not None:
-        config["lr_schedule"] = args.lr_schedule
+    for flag, field in _FIELDS.items():
+        if getattr(args, flag) is not None:
+            config[field] = getattr(args, flag)
+    if config.get("gradient_accumulation_steps") == 1:
+        config["gradient_accumulation_steps"] = None
+    if args.no_batchnorm_recompute:
+        config["recompute_batchnorm"] = False
+    if args.class_balancing is not None:
+        config["class_balancing"] = None if args.class_balancing == "none" else (
+            args.class_balancing)
     try:
         return TrainingConfig.from_dict(config)
     except (TypeError, ValueError) as e:
         raise CommandError(f"bad training configuration: {e}") from None
 
 
+def weights_digest(model) -> str:
+    """SHA-256 of all the model's weights, in order: equal digests, equal weights."""
+    import keras
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(keras.ops.convert_to_numpy(weight)).tobytes())
+    return digest.hexdigest()
+
+
 def run(args) -> int:
+    from keras_deconvnet.training import CheckpointError, OutputDirLockedError, get_strategy
+    from keras_deconvnet.training.distributed import worker_info
+
+    config = training_config_from_args(args)
+    try:
+        # First, before any TensorFlow op: MultiWorkerMirroredStrategy (and a TPU
+        # system) can only be set up at program start.
+        strategy = get_strategy(args.strategy)
+    except (RuntimeError, ValueError) as e:
+        raise CommandError(str(e)) from None
+    try:
+        return _train(args, config, strategy)
+    except (OutputDirLockedError, CheckpointError) as e:
+        raise CommandError(str(e)) from None
+    except _lost_worker_errors() as e:
+        if worker_info(strategy)[2] < 2:
+            raise
+        reason = " ".join(str(e).split())[:200]
+        raise CommandError(
+            f"lost contact with another worker ({type(e).__name__}: {reason}); restart "
+            f"every worker with the same command: they resume from the backups in {args.out}"
+        ) from None
+
+
+def _lost_worker_errors() -> tuple:
+    # What a collective raises when a peer died or the network failed.
+    import tensorflow as tf
+
+    return (tf.errors.UnavailableError, tf.errors.AbortedError,
+            tf.errors.DeadlineExceededError, tf.errors.CancelledError)
+
+
+def _train(args, config, strategy) -> int:
     from keras_deconvnet.cli.evaluate import comparison_table
     from keras_deconvnet.evaluation import evaluate_methods
     from keras_deconvnet.recipes import train_recipe
+    from keras_deconvnet.training import is_chief
+    from keras_deconvnet.training.distributed import needs_custom_loop, worker_info
 
-    config = training_config_from_args(args)
     train, info = build_dataset(args, args.split)
     val = build_dataset(args, args.val_split)[0] if args.val_split else None
     result = train_recipe(
         train, val, info.num_classes, args.out, config, architecture=args.arch,
         preset=args.preset, crop_size=args.crop_size, model_path=args.model,
-        vgg16_weights=args.vgg16_weights, strategy=args.strategy, seed=args.seed,
+        vgg16_weights=args.vgg16_weights, strategy=strategy, seed=args.seed,
         class_names=info.class_names, palette=info.palette[: info.num_classes].tolist(),
+        proposals=_proposals(args), decoder_initializer=args.decoder_init,
     )
+    task_type, task_id, workers = worker_info(strategy)
+    worker = f"{task_type} {task_id}" if task_type else "single worker"
+    # Every worker prints it: equal digests mean the workers ended with equal weights.
+    print(f"Weights sha256 ({worker} of {workers}): {weights_digest(result.model)}")
+    if not is_chief(strategy):
+        return 0  # The chief evaluates and writes the summary.
     summary = {
         "model": str(result.model_path),
         "train_seconds": round(result.train_seconds, 1),
         "training_config": config.to_dict(),
         "history": result.history,
+        "workers": workers,
     }
     if val is not None:
-        evaluation = evaluate_methods(result.model, val.as_numpy_iterator(),
+        model = result.model
+        if needs_custom_loop(strategy):
+            # Evaluated alone, outside the cluster (predict would need every worker).
+            from keras_deconvnet.models import load_segmenter
+
+            model = load_segmenter(str(result.model_path))
+        evaluation = evaluate_methods(model, val.as_numpy_iterator(),
                                       info.num_classes, methods=("whole",),
                                       total=dataset_length(val))
         print(f"\nValidation ({args.dataset}/{args.val_split}, whole-image inference):")
@@ -122,3 +241,11 @@ def run(args) -> int:
     print(f"\nModel: {result.model_path}\nSummary: {path}\n"
           f"TensorBoard: tensorboard --logdir {args.out}")
     return 0
+
+
+def _proposals(args):
+    if not args.proposals_dir:
+        return None
+    from keras_deconvnet.recipes import stage2_proposals
+
+    return stage2_proposals(args.proposals_dir, args.seed, args.proposals_format)

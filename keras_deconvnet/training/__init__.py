@@ -1,23 +1,37 @@
-"""Training: the paper's optimiser, two-stage `model.fit` schedule, resume, BN statistics."""
+"""Training: the original solver, two-stage schedule, resume, BN statistics, clusters."""
 
 from keras_deconvnet.training.batchnorm import recompute_batchnorm_statistics
 from keras_deconvnet.training.callbacks import (
     AtomicCheckpoint,
+    CheckpointError,
+    EpochBackup,
+    HistoryLogger,
+    OutputDirLock,
+    OutputDirLockedError,
     atomic_save_weights,
     atomic_write_json,
+    read_history,
 )
+from keras_deconvnet.training.distributed import DistributedLoop, get_strategy, is_chief
+from keras_deconvnet.training.losses import ClassWeightedCrossentropy, median_frequency_weights
 from keras_deconvnet.training.optimizers import CaffeSGD, build_optimizer
 from keras_deconvnet.training.two_stage import (
     StageConfig,
     TrainingConfig,
     compile_for_training,
-    get_strategy,
     train_two_stage,
 )
 
 __all__ = [
     "AtomicCheckpoint",
     "CaffeSGD",
+    "CheckpointError",
+    "ClassWeightedCrossentropy",
+    "DistributedLoop",
+    "EpochBackup",
+    "HistoryLogger",
+    "OutputDirLock",
+    "OutputDirLockedError",
     "StageConfig",
     "TrainingConfig",
     "atomic_save_weights",
@@ -25,6 +39,9 @@ __all__ = [
     "build_optimizer",
     "compile_for_training",
     "get_strategy",
+    "is_chief",
+    "median_frequency_weights",
+    "read_history",
     "recompute_batchnorm_statistics",
     "train_two_stage",
 ]

@@ -1,20 +1,59 @@
-"""Training callbacks: atomic best/last weight checkpoints that survive a restart."""
+"""Training state that survives a kill: atomic files, epoch backups, history, a lock.
+
+Everything here writes through a temporary file and `os.replace`, so a kill at any
+instant leaves either the previous file or the new one, never half of one; readers
+that still meet a damaged file (a disk filled up, a copy cut short) name it and fall
+back to the last good one where there is one.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import csv
+import io
 import json
 import math
 import os
+import re
 import tempfile
+import warnings
 
 import keras
+
+try:  # POSIX; elsewhere the lock is skipped with a warning.
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint or state file exists but cannot be read (the message names it)."""
+
+
+class OutputDirLockedError(RuntimeError):
+    """Another training run holds the output directory's lock."""
 
 
 def atomic_save_weights(model: keras.Model, filepath: str) -> None:
     """`model.save_weights(filepath)` through a temporary file and `os.replace`.
 
     A kill while writing leaves the previous file (or none), never a half-written
-    one. `filepath` must end in `.weights.h5`.
+    one.
+
+    Args:
+        model: the model to save (its optimizer's variables are included, as
+            `save_weights` does).
+        filepath: destination, ending in `.weights.h5`.
+
+    Raises:
+        ValueError: if `filepath` does not end in `.weights.h5`.
+
+    Example:
+
+    >>> import tempfile
+    >>> inputs = keras.Input((2,))
+    >>> model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    >>> atomic_save_weights(model, tempfile.mkdtemp() + "/a.weights.h5")
     """
     filepath = os.fspath(filepath)
     if not filepath.endswith(".weights.h5"):
@@ -23,9 +62,7 @@ def atomic_save_weights(model: keras.Model, filepath: str) -> None:
         )
     directory = os.path.dirname(os.path.abspath(filepath))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        dir=directory, prefix=".tmp-", suffix=".weights.h5"
-    )
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".weights.h5")
     os.close(fd)
     try:
         model.save_weights(tmp, overwrite=True)
@@ -35,20 +72,99 @@ def atomic_save_weights(model: keras.Model, filepath: str) -> None:
             os.remove(tmp)
 
 
-def atomic_write_json(data: dict, filepath: str) -> None:
-    """Writes `data` as JSON through a temporary file and `os.replace`."""
+def atomic_write_text(text: str, filepath: str) -> None:
+    """Writes `text` to `filepath` through a temporary file, fsync and `os.replace`."""
     filepath = os.fspath(filepath)
     directory = os.path.dirname(os.path.abspath(filepath))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-",
+                               suffix=os.path.splitext(filepath)[1])
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, filepath)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def atomic_write_json(data: dict, filepath: str) -> None:
+    """Writes `data` as JSON through a temporary file and `os.replace`.
+
+    Args:
+        data: a JSON-serialisable dict.
+        filepath: destination.
+
+    Example:
+
+    >>> import tempfile
+    >>> atomic_write_json({"epoch": 3}, tempfile.mkdtemp() + "/state.json")
+    """
+    atomic_write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", filepath)
+
+
+def read_json_file(path: str, what: str = "state file") -> dict:
+    """A JSON object from `path`, or a one-line `CheckpointError` naming the file."""
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"cannot read the {what} {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"the {what} {path} does not hold a JSON object")
+    return data
+
+
+def load_weights_checked(model: keras.Model, path: str, what: str = "checkpoint") -> None:
+    """`model.load_weights(path)`, with a one-line `CheckpointError` naming the file.
+
+    Args:
+        model: the model to load into.
+        path: a `.weights.h5` file.
+        what: what the file is, for the message (e.g. "stage 1's final weights").
+
+    Raises:
+        CheckpointError: if the file is missing, truncated or does not fit the model.
+    """
+    if not os.path.isfile(path):
+        raise CheckpointError(f"{what} {path} does not exist")
+    try:
+        model.load_weights(path)
+    except Exception as e:  # h5py raises OSError, KeyError or ValueError
+        reason = " ".join(str(e).split())[:300]
+        raise CheckpointError(
+            f"cannot load {what} {path} ({type(e).__name__}: {reason})"
+        ) from None
+
+
+def load_first_readable(model: keras.Model, candidates, what: str) -> str:
+    """Loads the first readable file of `candidates`, warning about each bad one.
+
+    Args:
+        model: the model to load into.
+        candidates: paths, best first.
+        what: what the files are, for the messages.
+
+    Returns:
+        The path that was loaded.
+
+    Raises:
+        CheckpointError: naming every candidate when none can be loaded.
+    """
+    errors = []
+    candidates = list(candidates)
+    for i, path in enumerate(candidates):
+        try:
+            load_weights_checked(model, path, what)
+        except CheckpointError as e:
+            errors.append(str(e))
+            if i + 1 < len(candidates):
+                warnings.warn(f"{e}; trying {candidates[i + 1]}", stacklevel=2)
+            continue
+        return path
+    raise CheckpointError("; ".join(errors) or f"no {what} to load")
 
 
 class AtomicCheckpoint(keras.callbacks.Callback):
@@ -56,8 +172,8 @@ class AtomicCheckpoint(keras.callbacks.Callback):
 
     Unlike `keras.callbacks.ModelCheckpoint`, files are replaced atomically (a kill
     mid-write keeps the previous file) and the best value so far is kept in a JSON
-    file next to the weights, so a run resumed with `BackupAndRestore` keeps
-    comparing against the best of the epochs before the interruption.
+    file next to the weights, so a resumed run keeps comparing against the best of
+    the epochs before the interruption.
 
     Args:
         directory: where to write `last.weights.h5`, `best.weights.h5` and
@@ -67,6 +183,9 @@ class AtomicCheckpoint(keras.callbacks.Callback):
             "iou" or "acc", else `"min"`).
         save_last: write `last.weights.h5` every epoch. Defaults to `True`.
         enabled: `False` writes nothing (non-chief workers). Defaults to `True`.
+
+    Raises:
+        ValueError: on an unknown `mode`.
 
     Example:
 
@@ -98,8 +217,11 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         self.best_info_path = os.path.join(self.directory, "best.json")
         self.best = None
         if os.path.exists(self.best_info_path):
-            with open(self.best_info_path) as f:
-                info = json.load(f)
+            try:
+                info = read_json_file(self.best_info_path, "best-checkpoint record")
+            except CheckpointError as e:  # Only the comparison baseline is lost.
+                warnings.warn(f"{e}; comparing from scratch", stacklevel=2)
+                info = {}
             if info.get("monitor") == monitor:
                 self.best = info.get("value")
 
@@ -127,3 +249,367 @@ class AtomicCheckpoint(keras.callbacks.Callback):
                 {"monitor": self.monitor, "value": value, "epoch": epoch + 1},
                 self.best_info_path,
             )
+
+
+_BACKUP_NAME = re.compile(r"^ckpt-(\d{6})\.json$")
+
+
+class EpochBackup(keras.callbacks.Callback):
+    """Backs up model and optimizer state so that an interrupted `fit` resumes.
+
+    Replaces `keras.callbacks.BackupAndRestore`, which writes in place (a kill
+    mid-write truncates its only `latest.weights.h5`), reports an unreadable file
+    without naming it, and leaves `model._initial_epoch` set after `fit`, so the
+    next `fit` of the same model (stage 2 after a resumed stage 1) silently starts
+    at that epoch.
+
+    Each backup is a pair `ckpt-NNNNNN.weights.h5` (weights and optimizer state,
+    written atomically) and `ckpt-NNNNNN.json` (`{"epoch": epochs completed}`,
+    written after it). The two newest pairs are kept. `on_train_begin` loads the
+    newest pair that reads back, warning (with the file name) about any that does
+    not, and sets the epoch `fit` starts at; `on_train_end` clears it again. A
+    backup taken mid-epoch (`save_freq` an int) restarts that epoch from the saved
+    weights, as Keras's callback does.
+
+    Args:
+        backup_dir: the directory of the backups.
+        save_freq: `"epoch"` (default) or an int: back up every that many batches
+            as well as at each epoch end.
+        enabled: `False` restores but never writes (non-chief workers, which read
+            the chief's backups). Defaults to `True`.
+        keep: how many backups to keep. Defaults to `2`.
+
+    Raises:
+        ValueError: on a bad `save_freq` or `keep`.
+
+    Example:
+
+    >>> backup = EpochBackup("/tmp/run/stage1/backup")
+    >>> backup.latest() is None
+    True
+    """
+
+    def __init__(self, backup_dir: str, save_freq="epoch", enabled: bool = True,
+                 keep: int = 2):
+        super().__init__()
+        if save_freq != "epoch" and (isinstance(save_freq, bool)
+                                     or not isinstance(save_freq, int) or save_freq < 1):
+            raise ValueError(
+                f"`save_freq` must be 'epoch' or an int >= 1. Received: save_freq={save_freq!r}"
+            )
+        if not isinstance(keep, int) or keep < 1:
+            raise ValueError(f"`keep` must be an int >= 1. Received: keep={keep!r}")
+        self.backup_dir = os.fspath(backup_dir)
+        self.save_freq = save_freq
+        self.enabled = enabled
+        self.keep = keep
+        self._epoch = 0
+        self._batches = 0
+        self.restored_epoch = 0
+
+    # --- reading ---------------------------------------------------------------
+    def backups(self) -> list[tuple[int, str, str]]:
+        """`[(number, weights_path, json_path)]` of complete backups, newest first.
+
+        A run started before this callback existed left Keras's BackupAndRestore
+        files (`latest.weights.h5` + `training_metadata.json`, and `.bkp` copies):
+        they count as the oldest backups, so such a run resumes too.
+        """
+        if not os.path.isdir(self.backup_dir):
+            return []
+        found = []
+        for name in os.listdir(self.backup_dir):
+            match = _BACKUP_NAME.match(name)
+            if match:
+                stem = os.path.join(self.backup_dir, name[: -len(".json")])
+                found.append((int(match.group(1)), f"{stem}.weights.h5", f"{stem}.json"))
+        for number, suffix in ((0, ""), (-1, ".bkp")):
+            weights = os.path.join(self.backup_dir, f"latest.weights.h5{suffix}")
+            record = os.path.join(self.backup_dir, f"training_metadata.json{suffix}")
+            if os.path.exists(weights) and os.path.exists(record):
+                found.append((number, weights, record))
+        return sorted(found, reverse=True)
+
+    def latest(self) -> dict | None:
+        """The newest backup's record (`{"epoch", ...}`), or None without backups."""
+        for _, _, json_path in self.backups():
+            try:
+                return read_json_file(json_path, "backup record")
+            except CheckpointError:
+                continue
+        return None
+
+    def restore(self, model: keras.Model) -> int:
+        """Loads the newest readable backup into `model`; returns its epoch (0: none).
+
+        Raises:
+            CheckpointError: naming every backup when backups exist and none loads.
+        """
+        optimizer = getattr(model, "optimizer", None)
+        candidates = self.backups()
+        if candidates and optimizer is not None and not optimizer.built:
+            optimizer.build(model.trainable_variables)
+        errors = []
+        for _, weights_path, json_path in candidates:
+            try:
+                record = read_json_file(json_path, "backup record")
+                epoch = record.get("epoch")
+                if not isinstance(epoch, int) or epoch < 0:
+                    raise CheckpointError(f"the backup record {json_path} has no valid epoch")
+                load_weights_checked(model, weights_path, "backup")
+            except CheckpointError as e:
+                errors.append(str(e))
+                warnings.warn(f"{e}; falling back to the previous backup", stacklevel=2)
+                continue
+            return epoch
+        if errors:
+            raise CheckpointError(
+                "no backup in " + self.backup_dir + " can be loaded (" + "; ".join(errors)
+                + "). Delete that directory to restart the stage from its beginning."
+            )
+        return 0
+
+    # --- writing ---------------------------------------------------------------
+    def save(self, model: keras.Model, epoch: int, batch: int | None = None) -> None:
+        """Writes backup number n+1 for `epoch` completed epochs; prunes old ones."""
+        existing = self.backups()
+        number = max(existing[0][0], 0) + 1 if existing else 1
+        stem = os.path.join(self.backup_dir, f"ckpt-{number:06d}")
+        atomic_save_weights(model, f"{stem}.weights.h5")
+        record = {"epoch": int(epoch)}
+        if batch is not None:
+            record["batch"] = int(batch)
+        atomic_write_json(record, f"{stem}.json")  # After the weights: marks them whole.
+        for _, weights_path, json_path in existing[self.keep - 1:]:
+            for path in (json_path, weights_path):  # json first: never a lone record.
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+
+    # --- callback --------------------------------------------------------------
+    def on_train_begin(self, logs=None):
+        self.restored_epoch = self.restore(self.model)
+        self._epoch = self.restored_epoch
+        self._batches = 0
+        # Read by `fit` right after `on_train_begin` (Keras's BackupAndRestore does
+        # the same); cleared in `on_train_end`.
+        self.model._initial_epoch = self.restored_epoch or None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.save_freq == "epoch":
+            return
+        self._batches += 1
+        if self._batches % self.save_freq == 0 and self.enabled:
+            self.save(self.model, self._epoch, batch + 1)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.enabled:
+            self.save(self.model, epoch + 1)
+
+    def on_train_end(self, logs=None):
+        self.model._initial_epoch = None
+
+
+def read_history(path: str) -> dict:
+    """Reads a history CSV into `{key: [values]}`, one entry per epoch (last wins).
+
+    Tolerates what a crash or a concurrent writer leaves behind: repeated header
+    lines, a truncated last line, rows with missing fields are skipped.
+
+    Args:
+        path: the CSV file (`epoch` column first); a missing file reads as `{}`.
+
+    Returns:
+        `{log name: [per-epoch float values]}` in epoch order (NaN where absent).
+
+    Example:
+
+    >>> read_history("/nonexistent/history.csv")
+    {}
+    """
+    return _rows_to_history(_read_rows(path))
+
+
+def _read_rows(path: str) -> dict[int, dict]:
+    """`{epoch: {log: value}}` from a history CSV, skipping damaged lines."""
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path, newline="", errors="replace") as f:
+            # A crash can leave NUL bytes (zero-filled blocks), which csv rejects.
+            lines = f.read().replace("\x00", "").splitlines()
+    except OSError as e:
+        warnings.warn(f"cannot read the history file {path}: {e}", stacklevel=3)
+        return {}
+    rows = {}
+    header = None
+    for line in lines:
+        try:
+            fields = next(csv.reader([line]), [])
+        except csv.Error:
+            continue
+        if not fields:
+            continue
+        if fields[0] == "epoch":  # the header, or a repeated one
+            header = fields
+            continue
+        if header is None or len(fields) != len(header):
+            continue  # truncated or foreign row
+        try:
+            epoch = int(fields[0])
+        except ValueError:
+            continue
+        rows[epoch] = {key: _float(value) for key, value in zip(header, fields)
+                       if key != "epoch"}
+    return rows
+
+
+def _float(value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _rows_to_history(rows: dict[int, dict]) -> dict:
+    """`{epoch: {key: value}}` to `{key: [values in epoch order]}`; all-NaN keys
+    (CSVLogger's "NA" `val_*` columns without validation) are dropped."""
+    keys = []
+    for epoch in sorted(rows):
+        keys.extend(key for key in rows[epoch] if key not in keys)
+    history = {}
+    for key in keys:
+        values = [rows[epoch].get(key, math.nan) for epoch in sorted(rows)]
+        if not all(math.isnan(v) for v in values):
+            history[key] = values
+    return history
+
+
+class HistoryLogger(keras.callbacks.Callback):
+    """Per-epoch logs in a CSV file that a crash or a rerun cannot damage.
+
+    Replaces `keras.callbacks.CSVLogger(append=True)`, which appends in place: two
+    runs starting together each write a header, and a kill mid-line leaves a
+    partial row, after which every rerun that reads the file fails. Here the whole
+    file is rewritten atomically at each epoch end from the rows read at the start
+    (`read_history`'s tolerant reader) plus the new ones; an epoch run again after
+    a restart replaces its old row.
+
+    Args:
+        path: the CSV file.
+        enabled: `False` writes nothing (non-chief workers). Defaults to `True`.
+
+    Example:
+
+    >>> logger = HistoryLogger("/tmp/run/stage1/history.csv")
+    >>> logger.path
+    '/tmp/run/stage1/history.csv'
+    """
+
+    def __init__(self, path: str, enabled: bool = True):
+        super().__init__()
+        self.path = os.fspath(path)
+        self.enabled = enabled
+        self.rows: dict[int, dict] = {}
+
+    def on_train_begin(self, logs=None):
+        self.rows = _read_rows(self.path)
+
+    def history(self) -> dict:
+        """`{log: [per-epoch values]}` of every epoch logged, before restarts too."""
+        return _rows_to_history(self.rows)
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {}
+        for key, value in (logs or {}).items():
+            try:
+                row[key] = float(value)
+            except (TypeError, ValueError):
+                continue
+        self.rows[epoch] = row
+        if not self.enabled:
+            return
+        keys = sorted({key for row in self.rows.values() for key in row})
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["epoch", *keys])
+        for number in sorted(self.rows):
+            values = self.rows[number]
+            writer.writerow([number, *(repr(values[k]) if k in values else "nan"
+                                       for k in keys)])
+        atomic_write_text(out.getvalue(), self.path)
+
+
+class OutputDirLock:
+    """An exclusive, non-blocking lock on a directory for the life of a run.
+
+    `flock` on `DIRECTORY/.lock`: released by the kernel when the process exits,
+    however it exits, so a killed run never leaves a stale lock. The file records
+    the holder's pid and host for the error message. POSIX only (elsewhere a
+    warning and no lock); on network filesystems `flock` may not reach other
+    machines.
+
+    Args:
+        directory: the directory to lock (created if needed).
+
+    Raises:
+        OutputDirLockedError: from `acquire` (or `with`) when another process,
+            or another lock object of this one, holds it.
+
+    Example:
+
+    >>> import tempfile
+    >>> with OutputDirLock(tempfile.mkdtemp()) as lock:
+    ...     lock.held
+    True
+    """
+
+    def __init__(self, directory: str):
+        self.directory = os.fspath(directory)
+        self.path = os.path.join(self.directory, ".lock")
+        self._file = None
+
+    @property
+    def held(self) -> bool:
+        return self._file is not None
+
+    def acquire(self) -> OutputDirLock:
+        if fcntl is None:  # pragma: no cover
+            warnings.warn("no fcntl on this platform: the output directory is not locked",
+                          stacklevel=2)
+            return self
+        os.makedirs(self.directory, exist_ok=True)
+        handle = open(self.path, "a+")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown process"
+            handle.close()
+            raise OutputDirLockedError(
+                f"another training run ({holder}) is using {self.directory} (lock "
+                f"{self.path}); wait for it to finish or choose another output directory"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
+        handle.flush()
+        self._file = handle
+        return self
+
+    def release(self) -> None:
+        if self._file is not None:
+            handle, self._file = self._file, None
+            with contextlib.suppress(OSError):
+                handle.seek(0)
+                handle.truncate()
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            handle.close()
+
+    def __enter__(self) -> OutputDirLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -4,11 +4,11 @@ import json
 
 import numpy as np
 import pytest
+from model_fixtures import tiny_deconvnet, tiny_fcn8s
 from PIL import Image
 
 from keras_deconvnet.cli import main
 from keras_deconvnet.data import SYNTHETIC_INFO
-from model_fixtures import tiny_deconvnet, tiny_fcn8s
 
 NUM_CLASSES = SYNTHETIC_INFO.num_classes
 
@@ -26,13 +26,20 @@ def test_train_resumes_and_reports(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "--out", str(out), "--crop-size", "72", "--stage1-epochs", "1",
             "--stage2-epochs", "1", "--steps-per-epoch", "2", "--num-examples", "8",
-            "--image-size", "80"]
+            "--image-size", "80", "--gradient-accumulation-steps", "2",
+            "--batchnorm-batches", "2", "--batchnorm-batch-size", "4"]
     assert main(args) == 0
     summary = json.loads((out / "train_summary.json").read_text())
     assert (out / "preset" / "task.json").exists()
     assert set(summary["history"]) == {"stage1", "stage2"}
     assert 0.0 <= summary["validation"]["mean_iou"] <= 1.0
-    assert "mean IoU" in capsys.readouterr().out
+    config = summary["training_config"]
+    # The authors' solver unless a flag says otherwise.
+    assert (config["gradient_accumulation_steps"], config["bias_lr_multiplier"],
+            config["lr_schedule"], config["stage2"]["lr_step_size"]) == (2, 2.0, "step", 10000)
+    assert (out / "stage2" / "batchnorm" / "COMPLETE.json").exists()
+    printed = capsys.readouterr().out
+    assert "mean IoU" in printed and "Weights sha256 (single worker of 1)" in printed
     # Running again finds both stages complete and does not train them again.
     assert main(args) == 0
     again = json.loads((out / "train_summary.json").read_text())
@@ -45,6 +52,51 @@ def test_train_bad_config_is_one_line(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path / "x"), "--config", str(bad)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "bad.json" in err[0]
+
+
+def test_train_refuses_a_second_run_on_the_same_out(tmp_path, capsys):
+    from keras_deconvnet.training import OutputDirLock
+
+    out = tmp_path / "run"
+    with OutputDirLock(out):
+        code = main(["train", "--out", str(out), "--crop-size", "72", "--num-examples", "2",
+                     "--image-size", "80", "--stage1-epochs", "1", "--stage2-epochs", "0"])
+    assert code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "another training run" in err[0] and str(out) in err[0]
+
+
+def test_train_multi_worker_too_late_is_one_line(tmp_path, capsys, monkeypatch):
+    # In this process TensorFlow is running already: the strategy cannot be made.
+    monkeypatch.setenv("TF_CONFIG", json.dumps(
+        {"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 0}}))
+    code = main(["train", "--out", str(tmp_path / "x"), "--strategy", "multi_worker"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1, err
+    assert "MultiWorkerMirroredStrategy" in err[0] and "program start" in err[0]
+
+
+def test_train_with_edgeboxes_proposals_dir(tmp_path, capsys):
+    from keras_deconvnet.data import synthetic_dataset
+
+    proposals = tmp_path / "edgeboxes"
+    proposals.mkdir()
+    for example in synthetic_dataset("train", 4, (80, 80), seed=0).as_numpy_iterator():
+        # EdgeBoxes' MATLAB format: x y w h score, 1-based; one box per object.
+        rows = [[x0 + 1, y0 + 1, x1 - x0, y1 - y0, 1.0]
+                for y0, x0, y1, x1 in example["boxes"]]
+        np.savetxt(proposals / f"{example['image_id'].decode()}.txt", rows)
+    args = ["train", "--out", str(tmp_path / "run"), "--crop-size", "72",
+            "--stage1-epochs", "0", "--stage2-epochs", "1", "--steps-per-epoch", "2",
+            "--num-examples", "4", "--image-size", "80", "--val-split", "",
+            "--gradient-accumulation-steps", "1", "--no-batchnorm-recompute",
+            "--proposals-dir", str(proposals)]
+    assert main(args) == 0
+    assert (tmp_path / "run" / "stage2" / "COMPLETE.json").exists()
+    # The files are what stage 2 reads: without them, an error naming the folder.
+    args[args.index("--proposals-dir") + 1] = str(tmp_path / "missing")
+    assert main([*args[:2], str(tmp_path / "run2"), *args[3:]]) == 1
+    assert "missing" in capsys.readouterr().err
 
 
 def test_evaluate_all_methods(saved_models, tmp_path, capsys):

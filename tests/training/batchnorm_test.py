@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from model_fixtures import tiny_deconvnet
+
 from keras_deconvnet.training import recompute_batchnorm_statistics
 
 
@@ -30,7 +30,8 @@ def test_population_statistics_of_first_layer():
     images = _images()
     masks = np.zeros((12, 8, 8), "int32")
     dataset = tf.data.Dataset.from_tensor_slices((images, masks)).batch(5)  # 5, 5, 2
-    assert recompute_batchnorm_statistics(model, dataset, num_batches=None) == 3
+    assert recompute_batchnorm_statistics(model, dataset, num_batches=None,
+                                          method="population") == 3
     # bn1's input does not depend on other BatchNorms: check it exactly.
     features = keras.Model(model.inputs, model.get_layer("conv").output)
     x = features.predict(images, verbose=0).reshape(-1, 4).astype("float64")
@@ -51,6 +52,34 @@ def test_population_statistics_of_first_layer():
                                np.sum(means, 0) / 12, rtol=1e-4, atol=1e-5)
     # Layers restored: momentum and trainable unchanged.
     assert bn1.momentum == 0.99 and bn1.trainable
+
+
+def test_caffe_method_averages_batch_variances_with_m_over_m_minus_1():
+    # BN_make_INFERENCE_script.py: mean of the per-batch means and of the per-batch
+    # (biased) variances, the variance times m / (m - 1), m = N * H * W.
+    inputs = keras.Input((2, 3, 1))
+    model = keras.Model(inputs, keras.layers.BatchNormalization(name="bn")(inputs))
+    images = np.arange(24, dtype="float32").reshape(4, 2, 3, 1) ** 1.5
+    batches = [images[:2], images[2:]]  # two batches, m = 2 * 2 * 3 = 12
+    m = 12
+    expected_mean = np.mean([b.mean() for b in batches])
+    expected_var = np.mean([b.var() for b in batches]) * m / (m - 1)
+    assert recompute_batchnorm_statistics(model, batches, num_batches=None) == 2
+    bn = model.get_layer("bn")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_mean), [expected_mean],
+                               rtol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_variance),
+                               [expected_var], rtol=1e-5)
+    # Without the correction: the plain mean (what Python 2's integer m / (m - 1)
+    # gave the released model); and the pooled variance is another number.
+    recompute_batchnorm_statistics(model, batches, num_batches=None, unbiased=False)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_variance),
+                               [expected_var * (m - 1) / m], rtol=1e-5)
+    recompute_batchnorm_statistics(model, batches, num_batches=None, method="population")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_variance),
+                               [images.var()], rtol=1e-5)
+    with pytest.raises(ValueError, match="method"):
+        recompute_batchnorm_statistics(model, batches, method="ema")
 
 
 def test_num_batches_limits_and_inference_uses_new_statistics():

@@ -39,8 +39,10 @@ images = rng.normal(size=(8, 32, 32, 3)).astype("float32")
 masks = np.digitize(images[..., 0], [-0.5, 0.5]).astype("int32")
 masks[:, :3] = 255
 data = tf.data.Dataset.from_tensor_slices((images, masks)).batch(4)
+# Accumulation as the original (here 2 batches per update): Keras's own fails
+# under MirroredStrategy ("merge_call called while defining a new graph").
 config = TrainingConfig(stage1=StageConfig(epochs=2), stage2=StageConfig(epochs=1),
-                        tensorboard=False, verbose=0)
+                        gradient_accumulation_steps=2, tensorboard=False, verbose=0)
 model, history = train_two_stage(build, data, data, data, OUTPUT_DIR, config,
                                  strategy=STRATEGY)
 logs = model.evaluate(data, verbose=0, return_dict=True)
@@ -65,6 +67,7 @@ print(json.dumps({
     "replicas": model.distribute_strategy.num_replicas_in_sync,
     "strategy": type(model.distribute_strategy).__name__,
     "losses": history["stage1"]["loss"] + history["stage2"]["loss"],
+    "updates": int(model.optimizer.iterations.numpy()),
     "val_mean_iou": history["stage2"]["val_mean_iou"],
     "evaluate_mean_iou": logs["mean_iou"],
     "numpy_mean_iou": expected,
@@ -105,12 +108,53 @@ def _run(prelude, model, output_dir, env=None):
 def _check(report, replicas):
     assert report["replicas"] == replicas
     assert len(report["losses"]) == 3
+    assert report["updates"] == 1  # stage 2: 2 batches, accumulated into 1 update
     assert all(abs(loss) < 1e6 for loss in report["losses"])  # finite
     # The metric, summed over replicas, equals the numpy reference exactly...
     assert report["metric_cm_matches"]
     assert report["metric_mean_iou"] == pytest.approx(report["reference_mean_iou"], abs=1e-6)
     # ... and in `evaluate` (up to argmax ties that batch-size numerics may flip).
     assert report["evaluate_mean_iou"] == pytest.approx(report["numpy_mean_iou"], abs=2e-3)
+
+
+def test_loop_engine_equals_fit(tmp_path):
+    # The loop multi-worker clusters use, in one process: the same updates as `fit`
+    # (callbacks, validation, resume files and BN statistics included).
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from keras_deconvnet.training import StageConfig, TrainingConfig, train_two_stage
+
+    def build():
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((16, 16, 3))
+        x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+        x = keras.layers.BatchNormalization()(x)
+        x = keras.layers.ReLU()(x)
+        return keras.Model(inputs, keras.layers.Conv2D(3, 1)(x))
+
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(8, 16, 16, 3)).astype("float32")
+    masks = np.digitize(images[..., 0], [-0.5, 0.5]).astype("int32")
+    masks[:, :2] = 255
+    data = tf.data.Dataset.from_tensor_slices((images, masks)).batch(2)
+    results = {}
+    for engine in ("fit", "loop"):
+        config = TrainingConfig(
+            stage1=StageConfig(epochs=2, learning_rate=0.05),
+            stage2=StageConfig(epochs=1, learning_rate=0.05), gradient_accumulation_steps=2,
+            jit_compile=False, tensorboard=False, verbose=0, engine=engine,
+            lr_schedule="plateau", plateau_patience=1)
+        model, history = train_two_stage(build, data, data, data, tmp_path / engine, config)
+        results[engine] = (model.get_weights(), history)
+    (fit_weights, fit_history), (loop_weights, loop_history) = results["fit"], results["loop"]
+    assert sorted(loop_history["stage1"]) == sorted(fit_history["stage1"])
+    for key, values in fit_history["stage1"].items():
+        np.testing.assert_allclose(loop_history["stage1"][key], values, rtol=1e-5, err_msg=key)
+    for a, b in zip(loop_weights, fit_weights):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert (tmp_path / "loop" / "stage2" / "batchnorm" / "COMPLETE.json").exists()
 
 
 def test_mirrored_two_replicas(tmp_path):
@@ -136,3 +180,16 @@ def test_multi_worker_single_worker_cluster(tmp_path):
     assert report["strategy"] in ("MultiWorkerMirroredStrategy", "CollectiveAllReduceStrategy")
     _check(report, replicas=1)
     assert (tmp_path / "stage2" / "COMPLETE.json").exists()  # the chief writes here
+
+
+def test_slurm_cluster_from_the_environment(monkeypatch):
+    from keras_deconvnet.training.distributed import slurm_resolver
+
+    for name, value in {"SLURM_PROCID": "1", "SLURM_STEP_NUM_TASKS": "2",
+                        "SLURM_STEP_NODELIST": "node[01-02]",
+                        "SLURM_STEP_TASKS_PER_NODE": "1(x2)"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    resolver = slurm_resolver()  # no GPU here, and no nvidia-smi needed
+    assert resolver.cluster_spec().as_dict() == {"worker": ["node01:8888", "node02:8888"]}
+    assert (resolver.task_type, resolver.task_id) == ("worker", 1)

@@ -13,6 +13,7 @@ from keras_deconvnet.training import (
     build_optimizer,
     compile_for_training,
 )
+from keras_deconvnet.training.optimizers import BIAS_PATTERN
 
 
 def _two_updates(optimizer, w0=2.0, grads=(0.5, -0.25)):
@@ -41,15 +42,21 @@ def test_caffe_sgd_is_coupled_l2_through_momentum():
 
 
 def test_caffe_sgd_config_round_trip_and_errors():
-    optimizer = CaffeSGD(learning_rate=0.02, weight_decay=1e-3, gradient_accumulation_steps=4)
+    optimizer = CaffeSGD(learning_rate=0.02, weight_decay=1e-3, gradient_accumulation_steps=4,
+                         param_multipliers={BIAS_PATTERN: (2.0, 0.0)})
     config = optimizer.get_config()
     assert config["weight_decay"] == 1e-3 and config["gradient_accumulation_steps"] == 4
     again = CaffeSGD.from_config(config)
     assert again.weight_decay_l2 == 1e-3 and again.momentum == 0.9
+    assert again.accumulation_steps == 4 and again.param_multipliers == {BIAS_PATTERN: (2, 0)}
     restored = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
-    assert isinstance(restored, CaffeSGD)
+    assert isinstance(restored, CaffeSGD) and restored.accumulation_steps == 4
     with pytest.raises(ValueError, match="weight_decay"):
         CaffeSGD(weight_decay=-1.0)
+    with pytest.raises(ValueError, match="param_multipliers"):
+        CaffeSGD(param_multipliers={"bias": (2.0,)})
+    with pytest.raises(ValueError, match="not a regex"):
+        CaffeSGD(param_multipliers={"(": (2.0, 0.0)})
     with pytest.raises(ValueError, match="weight_decay_mode"):
         build_optimizer(weight_decay_mode="l2")
     with pytest.raises(ValueError, match="lr_step_size"):
@@ -68,12 +75,73 @@ def test_step_schedule_lowers_lr_every_n_updates():
     np.testing.assert_allclose(rates, [0.01] * 3 + [0.001] * 3 + [0.0001], rtol=1e-5)
 
 
+def test_step_schedule_counts_updates_not_batches():
+    # Caffe's `stepsize` counts iterations of `iter_size` batches: with 3 batches per
+    # update and a step every 2 updates, the rate drops after 6 batches, not 2.
+    optimizer = build_optimizer(0.01, lr_step_size=2, gradient_accumulation_steps=3)
+    var = keras.Variable(np.ones(1, "float32"))
+    rates, updates = [], []
+    for _ in range(13):
+        rates.append(float(optimizer.learning_rate))
+        updates.append(int(optimizer.iterations))
+        optimizer.apply_gradients([(keras.ops.ones(1), var)])
+    assert updates == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4]
+    np.testing.assert_allclose(rates, [0.01] * 6 + [0.001] * 6 + [0.0001], rtol=1e-5)
+
+
+def test_accumulation_is_caffe_iter_size():
+    # iter_size 2: the mean gradient of 2 batches, then Caffe's momentum update.
+    lr, m, wd = 0.1, 0.9, 0.01
+    grads = (0.5, -0.25, 1.0, 0.75)
+    got = _two_updates(CaffeSGD(lr, m, weight_decay=wd, gradient_accumulation_steps=2),
+                       grads=grads)
+    w, v = 2.0, 0.0
+    for g in ((grads[0] + grads[1]) / 2, (grads[2] + grads[3]) / 2):
+        v = m * v + lr * (g + wd * w)
+        w -= v
+    assert got == pytest.approx(w, rel=1e-6)
+    # Nothing moves between updates.
+    optimizer = CaffeSGD(lr, m, weight_decay=wd, gradient_accumulation_steps=3)
+    assert _two_updates(optimizer, grads=(1.0, 2.0)) == 2.0
+    assert int(optimizer.iterations) == 0
+
+
+def test_bias_lr_x2_without_decay_and_batchnorm_as_caffe_defaults():
+    # The prototxts: convolutions `blobs_lr: 1 blobs_lr: 2 weight_decay: 1
+    # weight_decay: 0`; BN layers set nothing, so Caffe's 1 and 1.
+    lr, wd, g, w0 = 0.1, 0.01, 0.5, 2.0
+    inputs = keras.Input((2, 2, 1))
+    x = keras.layers.Conv2D(1, 1, name="conv")(inputs)
+    model = keras.Model(inputs, keras.layers.BatchNormalization(name="conv_bn")(x))
+    variables = {v.path: v for v in model.trainable_variables}
+    assert sorted(variables) == ["conv/bias", "conv/kernel", "conv_bn/beta", "conv_bn/gamma"]
+    for variable in variables.values():
+        variable.assign(np.full(variable.shape, w0, "float32"))
+    optimizer = build_optimizer(lr, momentum=0.0, weight_decay=wd, bias_lr_multiplier=2.0,
+                                bias_decay_multiplier=0.0)
+    optimizer.apply_gradients([(keras.ops.full(v.shape, g), v) for v in variables.values()])
+    got = {path: float(keras.ops.convert_to_numpy(v).ravel()[0])
+           for path, v in variables.items()}
+    decayed = w0 - lr * (g + wd * w0)
+    assert got["conv/kernel"] == pytest.approx(decayed, rel=1e-6)
+    assert got["conv/bias"] == pytest.approx(w0 - 2 * lr * g, rel=1e-6)
+    assert got["conv_bn/gamma"] == pytest.approx(decayed, rel=1e-6)
+    assert got["conv_bn/beta"] == pytest.approx(decayed, rel=1e-6)
+
+
+def test_decoupled_mode_is_keras_sgd_weight_decay():
+    lr, m, wd = 0.1, 0.9, 0.01
+    ours = _two_updates(build_optimizer(lr, m, wd, weight_decay_mode="decoupled"))
+    keras_sgd = _two_updates(keras.optimizers.SGD(lr, momentum=m, weight_decay=wd))
+    assert ours == pytest.approx(keras_sgd, rel=1e-6)
+
+
 def test_gradient_accumulation_updates_every_k_batches():
     inputs = keras.Input((4, 4, 3))
     model = keras.Model(inputs, keras.layers.Conv2D(3, 1)(inputs))
     config = TrainingConfig(gradient_accumulation_steps=2, verbose=0)
     compile_for_training(model, config, config.stage1)
-    assert model.optimizer.gradient_accumulation_steps == 2
+    assert model.optimizer.accumulation_steps == 2
     x = np.random.default_rng(0).normal(size=(8, 4, 4, 3)).astype("float32")
     y = np.ones((8, 4, 4), "int32")
     kernel = model.layers[-1].kernel
@@ -84,6 +152,28 @@ def test_gradient_accumulation_updates_every_k_batches():
     assert not np.allclose(keras.ops.convert_to_numpy(kernel), before)
     model.fit(x[4:], y[4:], batch_size=2, verbose=0)
     assert int(model.optimizer.iterations) == 2  # 4 batches, 2 updates
+
+
+def test_defaults_are_the_original_solver():
+    config = TrainingConfig()
+    # solver.prototxt: base_lr 0.01, momentum 0.9, weight_decay 0.0005, iter_size 8
+    # (batch_size 8 in the data layer), lr_policy step, gamma 0.1.
+    assert (config.stage1.learning_rate, config.stage2.learning_rate) == (0.01, 0.01)
+    assert (config.momentum, config.weight_decay, config.weight_decay_mode) == (
+        0.9, 5e-4, "coupled")
+    assert (config.batch_size, config.gradient_accumulation_steps) == (8, 8)
+    assert (config.lr_schedule, config.lr_decay_factor) == ("step", 0.1)
+    # max_iter 20000 / stepsize 9000 (stage 1), 40000 / 10000 (stage 2), in updates.
+    for stage, updates, step in ((config.stage1, 20000, 9000), (config.stage2, 40000, 10000)):
+        assert stage.epochs * stage.steps_per_epoch * config.updates_per_batch == updates
+        assert stage.lr_step_size == step
+    # blobs_lr 1 2, weight_decay 1 0 on every convolution.
+    assert (config.bias_lr_multiplier, config.bias_decay_multiplier) == (2.0, 0.0)
+    # BN_make_INFERENCE_script.py: 1 + 500 forwards of batch 28, after stage 2.
+    assert (config.recompute_batchnorm, config.batchnorm_batches,
+            config.batchnorm_batch_size, config.batchnorm_unbiased) == (True, 501, 28, True)
+    assert config.class_balancing is None and config.class_weights is None
+    assert config.stage2_init == "last"
 
 
 def test_training_config_json_round_trip_and_errors():
@@ -106,8 +196,17 @@ def test_training_config_json_round_trip_and_errors():
         TrainingConfig(stage1=StageConfig(epochs=-1))
     with pytest.raises(ValueError, match="lr_schedule"):
         TrainingConfig(lr_schedule="cosine")
-    with pytest.raises(ValueError, match="lr_step_size"):
-        TrainingConfig(lr_schedule="step", stage1=StageConfig(epochs=1))
+    # Partial stage dicts keep the other original values.
+    partial = TrainingConfig.from_dict({"stage1": {"epochs": 2}})
+    assert (partial.stage1.epochs, partial.stage1.lr_step_size) == (2, 9000)
+    with pytest.raises(ValueError, match="class_balancing"):
+        TrainingConfig(class_balancing="inverse")
+    with pytest.raises(ValueError, match="engine"):
+        TrainingConfig(engine="custom")
+    with pytest.raises(ValueError, match="bias_lr_multiplier"):
+        TrainingConfig(bias_lr_multiplier=-1)
+    with pytest.raises(ValueError, match="gradient_accumulation_steps"):
+        TrainingConfig(gradient_accumulation_steps=0)
     with pytest.raises(ValueError, match="stage2_init"):
         TrainingConfig(stage2_init="first")
     with pytest.raises(ValueError, match="backup_save_freq"):

@@ -12,7 +12,6 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from model_fixtures import tiny_deconvnet
 
 from keras_deconvnet.training import StageConfig, TrainingConfig, train_two_stage
@@ -51,7 +50,7 @@ def learnable_data(n=8, batch=4, seed=0, batched=True):
 def quick_config(**kwargs):
     defaults = dict(
         stage1=StageConfig(epochs=1), stage2=StageConfig(epochs=1),
-        tensorboard=False, verbose=0, plateau_patience=1,
+        tensorboard=False, verbose=0, plateau_patience=1, gradient_accumulation_steps=None,
     )
     defaults.update(kwargs)
     return TrainingConfig(**defaults)
@@ -178,9 +177,11 @@ def test_resume_keeps_the_stage1_weights(tmp_path):
             small_model, data, None, None, tmp_path,
             quick_config(stage1=StageConfig(epochs=1), stage2=StageConfig(epochs=0)),
         )
-    for a, b in zip(stage1.weights, model.weights):
+    for a, b in zip(stage1.trainable_weights, model.trainable_weights):
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(a),
                                       keras.ops.convert_to_numpy(b))
+    # ... with BN statistics recomputed after it, kept with stage 1.
+    assert (tmp_path / "stage1" / "batchnorm" / "COMPLETE.json").exists()
 
 
 def test_bad_arguments(tmp_path):
@@ -203,6 +204,9 @@ def test_bad_arguments(tmp_path):
         train_two_stage(tiny_model, data, data, None, tmp_path,
                         quick_config(plateau_monitor="val_loss"))
     with pytest.raises(ValueError, match="strategy"):
+        train_two_stage(tiny_model, data, data, None, tmp_path, quick_config(),
+                        strategy="gpu")
+    with pytest.raises(RuntimeError, match="no TPU available"):
         train_two_stage(tiny_model, data, data, None, tmp_path, quick_config(),
                         strategy="tpu")
     with pytest.raises(ValueError, match="keras.Model"):
@@ -238,7 +242,7 @@ def test_stage2_starts_with_a_fresh_optimizer(tmp_path, schedule):
 KILL_SCRIPT = """
 import os, signal, sys, warnings
 warnings.simplefilter("ignore")
-sys.path.insert(0, {test_dir!r})
+sys.path[:0] = [{test_dir!r}, os.path.dirname({test_dir!r})]
 import keras
 from two_stage_test import StageConfig, learnable_data, quick_config, small_model
 from keras_deconvnet.training import train_two_stage

@@ -94,3 +94,49 @@ class TestNamedConfigurations:
         assert backbone.get_layer("fc6").count_params() == 7 * 7 * 512 * 4096 + 4096
         assert backbone.get_layer("deconv_fc6").count_params() == 7 * 7 * 4096 * 512 + 512
         assert segmenter.output_shape == (None, 224, 224, 21)
+
+
+class TestDecoderInitializer:
+    """The authors' fillers (training/001_stage_1/stage_1_train.prototxt): every
+    deconvolution gaussian std 0.01 with zero bias, every BN scale 1 / shift 0.001."""
+
+    CONFIG = {**TINY_DECONVNET, "block_filters": (16, 16, 32, 32, 32), "fc_units": 32}
+
+    @staticmethod
+    def _values(backbone, name, attribute):
+        return keras.ops.convert_to_numpy(getattr(backbone.get_layer(name), attribute))
+
+    def test_caffe_is_the_default(self):
+        backbone = DeconvNetBackbone(**self.CONFIG)
+        assert backbone.decoder_initializer == "caffe"
+        decoder = [la.name for la in backbone.layers
+                   if la.name.startswith("deconv") and not la.name.endswith(("_bn", "_relu"))]
+        assert "deconv_fc6" in decoder and "deconv1_1" in decoder
+        for name in decoder:
+            kernel = self._values(backbone, name, "kernel")
+            assert kernel.size >= 1000
+            assert abs(kernel.mean()) < 0.002 and 0.008 < kernel.std() < 0.012, name
+            np.testing.assert_array_equal(self._values(backbone, name, "bias"), 0.0)
+        # The encoder's kernels keep Keras's Glorot default (VGG16 replaces them).
+        assert self._values(backbone, "block3_conv1", "kernel").std() > 0.03
+        # Every BatchNorm, encoder included.
+        batchnorms = [la for la in backbone.layers
+                      if isinstance(la, keras.layers.BatchNormalization)]
+        encoder = sum(self.CONFIG["block_depths"]) + 2  # + fc6, fc7
+        assert len(batchnorms) == len(decoder) + encoder
+        for layer in batchnorms:
+            np.testing.assert_allclose(keras.ops.convert_to_numpy(layer.beta), 0.001)
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer.gamma), 1.0)
+        # Layers draw their own values.
+        assert not np.allclose(self._values(backbone, "deconv2_1", "kernel").ravel()[:16],
+                               self._values(backbone, "deconv3_1", "kernel").ravel()[:16])
+
+    def test_glorot_and_config_round_trip(self):
+        backbone = DeconvNetBackbone(**self.CONFIG, decoder_initializer="glorot")
+        assert self._values(backbone, "deconv3_1", "kernel").std() > 0.03
+        np.testing.assert_array_equal(self._values(backbone, "deconv3_1_bn", "beta"), 0.0)
+        config = backbone.get_config()
+        assert config["decoder_initializer"] == "glorot"
+        assert DeconvNetBackbone.from_config(config).decoder_initializer == "glorot"
+        with pytest.raises(ValueError, match="decoder_initializer"):
+            DeconvNetBackbone(**self.CONFIG, decoder_initializer="he")
