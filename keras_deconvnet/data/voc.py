@@ -24,9 +24,11 @@ convention for SegmentationObject).
 SBD (Hariharan et al.'s augmented annotations, `benchmark_RELEASE/dataset`: `cls/*.mat`,
 `inst/*.mat`, `img/*.jpg`, `train.txt`, `val.txt`) is optional: with `sbd_root`,
 split `"train"` becomes the usual "train_aug" set, VOC train + SBD train + SBD val
-minus VOC val (10,582 images with the full data); VOC's own PNGs are used where they
-exist, SBD's `.mat` files (read with `scipy.io.loadmat`, so SciPy is needed) for the
-rest. `"val"` stays VOC 2012 val. SBD masks have no border pixels.
+minus VOC val (10,582 images with the full data), and `"trainval"` all of VOC
+trainval and SBD (what the paper trained on for its test-server results); VOC's own
+PNGs are used where they exist, SBD's `.mat` files (read with `scipy.io.loadmat`, so
+SciPy is needed) for the rest. `"val"` stays VOC 2012 val. SBD masks have no border
+pixels.
 """
 
 from __future__ import annotations
@@ -270,13 +272,17 @@ def load_sbd_example(sbd_root, image_id: str, voc_root=None) -> dict:
 def _sources(root, split, sbd_root, boxes_from):
     """`[(image_id, source)]` with source "voc" or "sbd"; checks the files exist."""
     voc_dir = find_voc2012(root)
-    voc_ids = voc_image_ids(root, split) if not (sbd_root and split == "train") else None
+    with_sbd = bool(sbd_root) and split in ("train", "trainval")
+    voc_ids = voc_image_ids(root, split) if not with_sbd else None
     if voc_ids is None:
         voc_train = set(voc_image_ids(root, "train"))
         voc_val = set(voc_image_ids(root, "val"))
         sbd_ids = set(_read_ids(os.path.join(sbd_root, "train.txt"), "SBD train"))
         sbd_ids |= set(_read_ids(os.path.join(sbd_root, "val.txt"), "SBD val"))
-        ids = sorted((voc_train | sbd_ids) - voc_val)
+        if split == "train":
+            ids = sorted((voc_train | sbd_ids) - voc_val)
+        else:  # trainval: everything, for the test-server submission, as the paper
+            ids = sorted(voc_train | voc_val | sbd_ids)
         voc_ids = voc_train | voc_val
     else:
         ids = voc_ids
@@ -327,7 +333,8 @@ def voc_dataset(
     Args:
         root: the `VOCdevkit` folder (or its `VOC2012` folder).
         split: `"train"`, `"val"`, `"trainval"` (any `ImageSets/Segmentation` list).
-        sbd_root: optional SBD `dataset` folder; with split `"train"` gives train_aug.
+        sbd_root: optional SBD `dataset` folder; with split `"train"` gives train_aug,
+            with `"trainval"` VOC trainval + all of SBD.
         boxes_from: `"mask"` (default, from the instance mask) or `"xml"`.
         shuffle_files: shuffle the order of the images (each epoch).
         seed: int or None, seed of that shuffle.

@@ -333,7 +333,8 @@ class SegmenterPresetMixin:
                 f"segmenter of that family, not {cls.__name__}. Received: preset={preset!r}"
             )
         backbone_kwargs = {
-            k: kwargs.pop(k) for k in ("image_shape", "dtype") if k in kwargs
+            k: kwargs.pop(k) for k in ("image_shape", "dtype", "decoder_initializer")
+            if k in kwargs
         }
         backbone = owner(**{**copy.deepcopy(entry["config"]), **backbone_kwargs})
         if "preprocessor" not in kwargs:

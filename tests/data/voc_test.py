@@ -169,6 +169,10 @@ def test_sbd_train_aug(tmp_path):
     np.testing.assert_array_equal(sbd_example["class_mask"], cls)
     np.testing.assert_array_equal(sbd_example["boxes"], [[2, 3, 10, 9]])
     np.testing.assert_array_equal(sbd_example["box_classes"], [7])
+    # "trainval" keeps SBD too (it used to drop it silently): all of VOC and SBD.
+    trainval = [e["image_id"].decode()
+                for e in voc_dataset(root, "trainval", sbd_root=sbd).as_numpy_iterator()]
+    assert trainval == ["2007_000001", "2007_000002", "2007_000003", "2008_000009"]
 
 
 def test_feeds_stage1_crops(tmp_path):

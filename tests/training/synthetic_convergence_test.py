@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from keras_deconvnet.data import SYNTHETIC_INFO, synthetic_dataset
-from keras_deconvnet.evaluation import evaluate_methods
+from keras_deconvnet.evaluation import InferenceConfig, evaluate_methods
 from keras_deconvnet.metrics import confusion_matrix, iou_from_confusion
 from keras_deconvnet.recipes import train_recipe
 from keras_deconvnet.training import TrainingConfig
@@ -16,12 +16,14 @@ def test_small_configuration_beats_all_background_by_far(tmp_path):
     val = synthetic_dataset("val", 32, (128, 128), seed=0)
     stage = {"steps_per_epoch": 100, "learning_rate": 0.05}
     config = TrainingConfig(stage1={**stage, "epochs": 3}, stage2={**stage, "epochs": 8},
-                            tensorboard=False, verbose=0)
+                            gradient_accumulation_steps=None, batchnorm_batches=20,
+                            batchnorm_batch_size=8, tensorboard=False, verbose=0)
     result = train_recipe(train, val, SYNTHETIC_INFO.num_classes, tmp_path, config,
                           crop_size=96, seed=0)
     examples = list(val.as_numpy_iterator())
     scores = evaluate_methods(result.model, examples, SYNTHETIC_INFO.num_classes,
-                              methods=("whole", "proposals"), top_n=20, verbose=0)
+                              methods=("whole", "proposals"),
+                              config=InferenceConfig(top_n=20), verbose=0)
 
     # Predicting background everywhere scores the background IoU over 6 classes (~0.13).
     labels = np.stack([e["class_mask"] for e in examples])

@@ -64,7 +64,13 @@ class DeconvNetImageSegmenter(SegmenterMixin, ImageSegmenter):
         self._set_classes(num_classes, class_names, palette)
         self.activation = activation
         # === Layers ===
-        self.score = keras.layers.Conv2D(num_classes, 1, name="score")
+        # The authors' filler for seg-score: Gaussian std 0.01, bias 0.
+        initializer = "glorot_uniform"
+        if getattr(backbone, "decoder_initializer", None) == "caffe":
+            initializer = keras.initializers.RandomNormal(stddev=0.01)
+        self.score = keras.layers.Conv2D(
+            num_classes, 1, kernel_initializer=initializer, name="score"
+        )
 
         # === Functional model ===
         inputs = backbone.input
