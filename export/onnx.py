@@ -1,16 +1,26 @@
 """ONNX export through tf2onnx, checked with `onnx.checker` and run in onnxruntime.
 
 As Keras 3.15's own `model.export(format="onnx")` does on the TensorFlow backend, the
-model is converted from a `tf.function` (here: RGB [0, 255] images ->
-the segmenter's image converter -> model -> softmax) with `tf2onnx.convert.from_function`, after
+model is converted from a `tf.function` (here: RGB [0, 255] images -> the segmenter's
+image converter -> model -> softmax) with `tf2onnx.convert.from_function`, after
 Keras's numpy-2 patch for tf2onnx 1.17. The file has one input `images`, float32
 `(batch, height, width, 3)` with a free batch size and the exported height and width,
 and one output `probabilities`, float32 `(batch, height, width, num_classes)`.
+
+Memory: tf2onnx freezes variables with `convert_variables_to_constants_v2`, which
+holds several copies of every weight (it ran past 11 GB for the paper's 1 GB of
+weights). The function is therefore traced with the weights as extra inputs (the
+Keras variables mapped to them with `keras.StatelessScope`), converted without any
+weight, and the weights are then written as the graph's initializers, one variable
+at a time, under their Keras names. Weight layout changes tf2onnx would have folded
+(kernel transposes, BatchNorm arithmetic) stay as ops on initializers, which
+onnxruntime (and TensorRT, OpenVINO) fold when they load the file.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -56,8 +66,8 @@ def export_onnx(
 
     >>> from keras_deconvnet.models import DeconvNetImageSegmenter
     >>> model = DeconvNetImageSegmenter.from_preset("deconvnet_edge_small", num_classes=4)
-    >>> export_onnx(model, "/tmp/deconvnet.onnx", image_shape=(96, 96))
-    PosixPath('/tmp/deconvnet.onnx')
+    >>> export_onnx(model, "deconvnet.onnx", image_shape=(96, 96))
+    PosixPath('deconvnet.onnx')
     """
     if isinstance(opset, bool) or not isinstance(opset, int) or not (
         MIN_OPSET <= opset <= MAX_OPSET
@@ -70,6 +80,7 @@ def export_onnx(
     if path.exists():
         raise FileExistsError(f"The output file already exists. Received: {path}")
     shape, num_classes = common.segmentation_shapes(model, image_shape)
+    import onnx
     import tf2onnx
     from keras.src.export.tf2onnx_lib import patch_tf2onnx
 
@@ -77,25 +88,63 @@ def export_onnx(
         warnings.simplefilter("ignore", FutureWarning)
         patch_tf2onnx()  # numpy 2 compatibility, as keras.Model.export(format="onnx")
     probabilities = common.inference_function(model)
-    spec = (tf.TensorSpec((None, *shape), tf.float32, name="images"),)
+    variables = list(model.variables)
+    names = _initializer_names(variables)
+    spec = (
+        tf.TensorSpec((None, *shape), tf.float32, name="images"),
+        *(tf.TensorSpec(v.shape, v.dtype, name=n) for v, n in zip(variables, names)),
+    )
 
     @tf.function(input_signature=spec)
-    def serve(images):
-        return {"probabilities": probabilities(images)}
+    def serve(images, *weights):
+        with keras.StatelessScope(state_mapping=list(zip(variables, weights))):
+            return {"probabilities": probabilities(images)}
 
     path.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
     try:
         partial = staging / path.name
-        tf2onnx.convert.from_function(
-            serve, input_signature=spec, opset=opset, output_path=str(partial)
-        )
+        proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset)
+        _weights_to_initializers(proto, dict(zip(names, variables)))
+        onnx.save(proto, str(partial))
+        del proto
         if check:
             check_onnx(partial, shape, num_classes)
         os.replace(partial, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return path
+
+
+def _initializer_names(variables) -> list[str]:
+    """Unique graph-input names from the variables' Keras paths."""
+    names, seen = [], set()
+    for variable in variables:
+        name = re.sub(r"[^A-Za-z0-9_]", "_", getattr(variable, "path", variable.name))
+        unique, count = name, 1
+        while unique in seen or unique == "images":
+            count += 1
+            unique = f"{name}_{count}"
+        seen.add(unique)
+        names.append(unique)
+    return names
+
+
+def _weights_to_initializers(proto, variables: dict) -> None:
+    """Turns the weight inputs of `proto`'s graph into initializers holding the
+    variables' values (one at a time: one weight copy in memory beyond the proto)."""
+    import onnx
+
+    inputs = list(proto.graph.input)
+    del proto.graph.input[:]
+    for graph_input in inputs:
+        variable = variables.get(graph_input.name)
+        if variable is None:
+            proto.graph.input.append(graph_input)
+            continue
+        proto.graph.initializer.append(
+            onnx.numpy_helper.from_array(np.asarray(variable.numpy()), graph_input.name)
+        )
 
 
 def check_onnx(

@@ -8,10 +8,18 @@ Layout of `output_dir` (`NAME` defaults to `deconvnet`):
     NAME_float32.tflite         reference TFLite, any CPU or GPU
     NAME_float16.tflite         phone GPUs (the GPU delegate's native precision)
     NAME_dynamic.tflite         CPUs (int8 weights, float activations)
-    NAME_int8.tflite            CPUs and NPUs (full integer, float input/output)
+    NAME_int8.tflite            CPUs and NPUs (full integer; uint8 input/output by
+                                default, `int8_io`)
     NAME.onnx                   onnxruntime, TensorRT, OpenVINO, ...
     export_config.json          model config, preprocessing, class names, files
     parity.json                 the parity table's rows (see `parity.check_parity`)
+    tflite_ops.md               the TFLite files' ops, counted from the files, with
+                                the GPU delegate's support (`tflite.format_op_table`)
+
+Every TFLite file carries MediaPipe ImageSegmenter metadata and `labels.txt` (the
+class names), so MediaPipe Tasks runs it unchanged. The TFLite files are converted
+from one conversion SavedModel (`tflite.conversion_saved_model`); large models are
+converted in child processes, so the export's memory stays bounded.
 
 Everything is written into a temporary sibling of `output_dir` that is renamed to
 `output_dir` only once every export and the parity check succeeded: a failure leaves
@@ -20,6 +28,7 @@ nothing behind.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -67,6 +76,32 @@ def synthetic_images(
     return np.clip(images + noise, 0, 255)
 
 
+def original_size_images(
+    image_shape: Sequence[int], count: int = 4, seed: int = 2
+) -> list[np.ndarray]:
+    """`count` smooth synthetic RGB images of other sizes than the model's input.
+
+    Sizes cycle through the model size itself, odd up- and down-scaled sizes and a
+    different aspect ratio, for the served-vs-local parity row.
+
+    Example:
+
+    >>> [image.shape for image in original_size_images((64, 64), 4)]
+    [(64, 64, 3), (127, 97, 3), (49, 83, 3), (107, 79, 3)]
+    """
+    height, width = int(image_shape[0]), int(image_shape[1])
+    sizes = [
+        (height, width),
+        (2 * height - 1, 3 * width // 2 + 1),
+        (3 * height // 4 + 1, 5 * width // 4 + 3),
+        (5 * height // 3 + 1, 5 * width // 4 - 1),
+    ]
+    return [
+        synthetic_images(1, sizes[i % len(sizes)], seed=seed + i)[0].round()
+        for i in range(count)
+    ]
+
+
 def validate_formats(formats: Iterable[str]) -> tuple[str, ...]:
     """Checks format names and removes duplicates, keeping the order."""
     if isinstance(formats, str):
@@ -96,6 +131,10 @@ def export_all(
     thresholds: Mapping[str, float] | None = None,
     check_parity: bool = True,
     latency_runs: int = 5,
+    int8_io: str = tflite.DEFAULT_INT8_IO,
+    metadata: bool = True,
+    original_images: Sequence[np.ndarray] | None = None,
+    isolate: bool | None = None,
 ) -> ExportResult:
     """Exports `model` to every format in `formats` and checks parity with Keras.
 
@@ -122,6 +161,14 @@ def export_all(
         check_parity: run `parity.check_parity` and write `parity.json`. Defaults to
             `True`.
         latency_runs: timed runs per format for the latency column. Defaults to 5.
+        int8_io: input/output type of the int8 file: `"uint8"` (default: raw
+            pixels in, MediaPipe and NPUs), `"int8"` or `"float"`.
+        metadata: pack MediaPipe ImageSegmenter metadata and `labels.txt` into every
+            TFLite file. Defaults to `True`.
+        original_images: RGB images of any sizes for the served-vs-local parity row
+            (`saved_model_bytes`); defaults to 4 `original_size_images`.
+        isolate: convert TFLite files in child processes; defaults to `True` for
+            models over `tflite.ISOLATE_ABOVE_BYTES` of variables.
 
     Returns:
         An `ExportResult`; `result.report.table` is the parity table.
@@ -129,11 +176,17 @@ def export_all(
     Example:
 
     >>> from keras_deconvnet.models import DeconvNetImageSegmenter
-    >>> model = DeconvNetImageSegmenter.from_preset("deconvnet_edge", num_classes=3)
-    >>> result = export_all(model, "exported", representative_data=images)
-    >>> print(result.report.table)
+    >>> model = DeconvNetImageSegmenter.from_preset(
+    ...     "deconvnet_edge_small", num_classes=3, image_shape=(96, 96, 3))
+    >>> images = synthetic_images(4, (96, 96))
+    >>> result = export_all(model, "exported", formats=["tflite_int8"],
+    ...                     representative_data=images, thresholds={"tflite_int8": 0})
+    >>> sorted(result.paths), result.report.rows[1]["integer_ops"]
+    (['tflite_int8'], 1.0)
     """
     formats = validate_formats(formats)
+    if int8_io not in tflite.INT8_IO:
+        raise ValueError(f"`int8_io` must be one of {tflite.INT8_IO}. Received: {int8_io!r}")
     shape, num_classes = common.segmentation_shapes(model, image_shape)
     output_dir = common.check_new_path(output_dir, "output directory")
     config = common.export_config(model, shape, num_classes, class_names, name=name)
@@ -152,10 +205,18 @@ def export_all(
         )
     if parity_images is None:
         parity_images = synthetic_images(4, shape, seed=0)
+    if original_images is None and "saved_model" in formats:
+        original_images = original_size_images(shape)
     final_dir = Path(os.path.abspath(output_dir))
     paths = {}
     report = None
-    with common.staged_directory(output_dir) as staging:
+    tflite_formats = [fmt for fmt in formats if fmt.startswith("tflite_")]
+    with contextlib.ExitStack() as stack:
+        staging = stack.enter_context(common.staged_directory(output_dir))
+        # One conversion SavedModel for every TFLite file (written once, streamed).
+        source = stack.enter_context(
+            tflite.conversion_saved_model(model, shape[:2])
+        ) if tflite_formats else None
         for fmt in formats:
             if fmt == "saved_model":
                 base = staging / "saved_model"
@@ -170,9 +231,11 @@ def export_all(
                 quantization = fmt.removeprefix("tflite_")
                 paths[fmt] = tflite.export_tflite(
                     model, staging / f"{name}_{quantization}.tflite", quantization,
+                    metadata=metadata, class_names=class_names,
                     image_shape=shape[:2],
                     representative_data=representative_data,
                     representative_samples=representative_samples,
+                    int8_io=int8_io, isolate=isolate, conversion_dir=source,
                 )
             else:
                 paths[fmt] = onnx.export_onnx(
@@ -181,15 +244,27 @@ def export_all(
         relative = {fmt: str(path.relative_to(staging)) for fmt, path in paths.items()}
         config["files"] = relative
         config["opset"] = opset if "onnx" in formats else None
+        config["tflite"] = {
+            "int8_io": int8_io if "tflite_int8" in formats else None,
+            "metadata": "MediaPipe ImageSegmenter (labels.txt inside)" if metadata else None,
+        }
         common.write_json(staging / "export_config.json", config)
+        if tflite_formats:
+            table = tflite.format_op_table(
+                {fmt.removeprefix("tflite_"): paths[fmt] for fmt in tflite_formats}
+            )
+            (staging / "tflite_ops.md").write_text(
+                "Ops of the exported TFLite files, counted from the files "
+                "(`keras_deconvnet.export.tflite.format_op_table`).\n\n" + table + "\n"
+            )
         if check_parity:
             report = parity.check_parity(
                 model, paths, parity_images, parity_labels, thresholds,
-                runs=latency_runs,
+                runs=latency_runs, original_images=original_images,
             )
             for row in report.rows:
-                if row["path"] is not None:
-                    row["path"] = relative[row["format"]]
+                if row["path"] is not None:  # saved_model_bytes: the SavedModel's
+                    row["path"] = relative.get(row["format"], relative.get("saved_model"))
             common.write_json(staging / "parity.json", report.to_json())
     paths = {fmt: final_dir / rel for fmt, rel in relative.items()}
     return ExportResult(final_dir, paths, report)

@@ -12,8 +12,11 @@ preprocessing definition, runs inside the graph):
   num_classes)` (softmax) and `labels` int32 `(batch, height, width)` (argmax).
 - `predict_image_bytes`: `image_bytes`, a string batch `(batch,)` of encoded JPEG,
   PNG, BMP or GIF (first frame) images of any size; grayscale and RGBA are converted
-  to RGB. Each is resized to the model input (bilinear), predicted, and its label map
-  resized back to the image's own size (nearest). Outputs: `labels` int32
+  to RGB, EXIF orientation is not applied. Each image is predicted with the package's
+  one whole-image convention (`common.whole_image_probabilities`, what local
+  inference does): the converter resizes it to the model input (bilinear,
+  half-pixel centres), the model's raw class scores are resized back to the image's
+  own size (bilinear, half-pixel), then softmax and argmax. Outputs: `labels` int32
   `(batch, max_height, max_width)`, padded with -1 where a batch mixes sizes, and
   `image_sizes` int32 `(batch, 2)`, each image's `(height, width)`.
 
@@ -110,6 +113,12 @@ def export_saved_model(
             },
             IMAGE_BYTES_SIGNATURE: {
                 "inputs": {"image_bytes": "string (batch,), encoded JPEG/PNG/BMP/GIF"},
+                "convention": (
+                    "decode (no EXIF orientation) -> image converter resize to the "
+                    "model input (bilinear, half-pixel centres, no antialias) -> model "
+                    "-> raw scores resized to the image size (bilinear, half-pixel) "
+                    "-> softmax -> argmax"
+                ),
                 "outputs": {
                     "labels": "int32 (batch, max_height, max_width), -1 = padding",
                     "image_sizes": "int32 (batch, 2), (height, width) of each image",
@@ -143,19 +152,23 @@ def export_saved_model(
 def _archive(model, shape):
     height, width, channels = shape
     probabilities = common.inference_function(model)
+    logits = not common.outputs_probabilities(model)
+    resize = common.image_converter(model, (height, width))
 
     def serve(images):
         probs = probabilities(images)
         return {"probabilities": probs, "labels": tf.argmax(probs, -1, tf.int32)}
 
     def serve_bytes(image_bytes):
+        # The local whole-image convention (`common.whole_image_probabilities`),
+        # with the model run once on the whole batch.
         def decode(data):
             image = tf.io.decode_image(data, channels=3, expand_animations=False)
             size = tf.shape(image)[:2]
-            image = tf.image.resize(tf.cast(image, tf.float32), (height, width))
-            return image, size
+            # The converter resizes (half-pixel bilinear) and normalises.
+            return resize(tf.cast(image, tf.float32)[None])[0], size
 
-        images, sizes = tf.map_fn(
+        inputs, sizes = tf.map_fn(
             decode,
             image_bytes,
             fn_output_signature=(
@@ -163,19 +176,19 @@ def _archive(model, shape):
                 tf.TensorSpec((2,), tf.int32),
             ),
         )
-        labels = tf.argmax(probabilities(images), -1, tf.int32)
+        scores = tf.cast(model(inputs, training=False), tf.float32)
         max_size = tf.reduce_max(sizes, axis=0)
 
         def restore(args):
-            label, size = args
-            label = tf.image.resize(label[..., None], size, method="nearest")[..., 0]
+            score, size = args
+            label = tf.argmax(common.scores_to_image(score, size, logits), -1, tf.int32)
             return tf.pad(
                 label, [[0, max_size[0] - size[0]], [0, max_size[1] - size[1]]],
                 constant_values=-1,
             )
 
         labels = tf.map_fn(
-            restore, (labels, sizes),
+            restore, (scores, sizes),
             fn_output_signature=tf.TensorSpec((None, None), tf.int32),
         )
         return {"labels": labels, "image_sizes": sizes}

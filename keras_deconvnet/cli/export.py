@@ -8,17 +8,24 @@ from pathlib import Path
 from keras_deconvnet.cli import CommandError
 from keras_deconvnet.cli.common import load_model
 from keras_deconvnet.export.pipeline import FORMATS
+from keras_deconvnet.export.tflite import DEFAULT_INT8_IO, INT8_IO
 
-FLOAT_FORMATS = ("saved_model", "tflite_float32", "onnx")
+# Rows of the parity table: the formats, plus the served-vs-local row at original
+# image sizes.
+PARITY_ROWS = (*FORMATS, "saved_model_bytes")
+FLOAT_FORMATS = ("saved_model", "saved_model_bytes", "tflite_float32", "onnx")
 PRESET_FLOAT_THRESHOLD = 95.0
 
 EPILOG = """\
-Every artefact takes RGB float images in [0, 255] (preprocessing is inside) and
-returns per-pixel class probabilities. Layout of --out:
+Every artefact takes RGB images in [0, 255] (preprocessing is inside) and returns
+per-pixel class probabilities; the int8 TFLite file takes uint8 pixels as they are
+(--int8-io). Every TFLite file carries MediaPipe ImageSegmenter metadata and its
+labels, so MediaPipe Tasks (Android, iOS, web, Python) loads it unchanged.
+Layout of --out:
   saved_model/NAME/1/, saved_model/models.config   TF Serving
   NAME_{float32,float16,dynamic,int8}.tflite       TFLite, builtin ops only
   NAME.onnx                                        ONNX
-  export_config.json, parity.json
+  export_config.json, parity.json, tflite_ops.md
 
 Examples:
   deconvnet export --model runs/quickstart/preset --out exported \\
@@ -26,7 +33,7 @@ Examples:
   deconvnet export --preset deconvnet_edge --num-classes 3 --out /tmp/edge \\
       --formats tflite_float16,tflite_int8
   deconvnet export --model runs/voc/preset --out exported --image-size 320x320 \\
-      --thresholds tflite_int8=85,tflite_dynamic=95
+      --thresholds tflite_int8=85,tflite_dynamic=95 --original-images photos/*.jpg
 """
 
 
@@ -37,9 +44,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=(
             "Export a trained model (or an untrained preset, to test a deployment "
             "pipeline) to the SavedModel/TF Serving layout, TFLite (float32, float16, "
-            "dynamic-range, int8; builtin ops only, GPU delegate checked) and ONNX. "
-            "Every artefact is then run in its own runtime and compared with Keras; the "
-            "table is printed and written to parity.json. Nothing is left in --out if "
+            "dynamic-range, full-integer int8; builtin ops only, GPU delegate checked, "
+            "MediaPipe ImageSegmenter metadata inside) and ONNX. Every artefact is then "
+            "run in its own runtime and compared with Keras, and the SavedModel's "
+            "predict_image_bytes with local whole-image inference at the images' own "
+            "sizes; the table is printed and written to parity.json. Large models are "
+            "converted in child processes (bounded memory). Nothing is left in --out if "
             "any step fails."
         ),
         epilog=EPILOG,
@@ -85,11 +95,33 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="a .npz with `images` (N, H, W, 3) RGB 0-255 and optional `labels` (N, H, W) "
         "for the parity check; default: 4 synthetic images",
     )
+    parser.add_argument(
+        "--original-images", nargs="+", type=Path,
+        help="image files of any size for the served-vs-local parity row "
+        "(saved_model_bytes: predict_image_bytes vs local whole-image inference); "
+        "default: 4 synthetic images of other sizes",
+    )
+    parser.add_argument(
+        "--int8-io", choices=INT8_IO, default=DEFAULT_INT8_IO,
+        help="input/output type of the int8 TFLite file: uint8 (raw pixels in, for "
+        "MediaPipe and NPUs), int8 (pixel - 128; NPUs, not MediaPipe) or float "
+        f"(QUANTIZE/DEQUANTIZE at the ends). Default: {DEFAULT_INT8_IO}",
+    )
+    parser.add_argument(
+        "--no-metadata", action="store_true",
+        help="do not pack MediaPipe ImageSegmenter metadata and labels.txt into the "
+        "TFLite files",
+    )
+    parser.add_argument(
+        "--isolate", choices=("auto", "on", "off"), default="auto",
+        help="convert TFLite files in child processes (bounded memory); auto: for "
+        "models over 256 MB of weights (default: auto)",
+    )
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
     parser.add_argument(
         "--thresholds",
         help="minimum label agreement with Keras in %%, e.g. tflite_int8=85,onnx=99.9 "
-        "(defaults: keras_deconvnet.export.DEFAULT_THRESHOLDS)",
+        "(also saved_model_bytes; defaults: keras_deconvnet.export.DEFAULT_THRESHOLDS)",
     )
     parser.add_argument(
         "--runs", type=int, default=5, help="timed runs per format for latency (default: 5)"
@@ -126,10 +158,10 @@ def parse_thresholds(text: str | None) -> dict[str, float]:
             number = float(value)
         except ValueError:
             number = None
-        if name not in FORMATS or number is None or not 0 <= number <= 100:
+        if name not in PARITY_ROWS or number is None or not 0 <= number <= 100:
             raise CommandError(
                 "--thresholds must be FORMAT=PERCENT pairs with FORMAT in "
-                f"{', '.join(FORMATS)} and PERCENT in [0, 100]. Received: {item!r}"
+                f"{', '.join(PARITY_ROWS)} and PERCENT in [0, 100]. Received: {item!r}"
             )
         thresholds[name] = number
     return thresholds
@@ -158,6 +190,14 @@ def run(args) -> int:
                 )
             images = data["images"]
             labels = data["labels"] if "labels" in data else None
+    originals = None
+    if args.original_images:
+        from keras_deconvnet.inference import ImageReadError, load_image
+
+        try:
+            originals = [load_image(path) for path in args.original_images]
+        except ImageReadError as e:
+            raise CommandError(f"--original-images: {e}") from e
     model = load_model(args)
     if args.preset:
         # Untrained weights give near-uniform class scores: labels flip on rounding
@@ -167,7 +207,7 @@ def run(args) -> int:
             f"check holds {', '.join(FLOAT_FORMATS)} to {PRESET_FLOAT_THRESHOLD}% label "
             "agreement and the quantized formats to none."
         )
-        for fmt in FORMATS:
+        for fmt in PARITY_ROWS:
             thresholds.setdefault(fmt, PRESET_FLOAT_THRESHOLD if fmt in FLOAT_FORMATS else 0.0)
     class_names = (
         [n.strip() for n in args.class_names.split(",")] if args.class_names else None
@@ -187,6 +227,10 @@ def run(args) -> int:
             parity_labels=labels,
             thresholds=thresholds,
             latency_runs=args.runs,
+            int8_io=args.int8_io,
+            metadata=not args.no_metadata,
+            original_images=originals,
+            isolate={"auto": None, "on": True, "off": False}[args.isolate],
         )
     except ParityError as e:
         print(e.report.table)

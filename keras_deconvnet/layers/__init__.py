@@ -6,10 +6,12 @@ from keras_deconvnet.layers.fully_connected_conv import (
 )
 from keras_deconvnet.layers.max_pool_with_argmax import MaxPoolWithArgmax
 from keras_deconvnet.layers.unpool import Unpool
+from keras_deconvnet.layers.window_ops import integer_switches
 
 __all__ = [
     "FullyConnectedConv2D",
     "FullyConnectedConv2DTranspose",
     "MaxPoolWithArgmax",
     "Unpool",
+    "integer_switches",
 ]

@@ -2,11 +2,22 @@
 
 `tf.nn.max_pool_with_argmax` has no TFLite builtin, no XLA kernel on every device, and
 its flat int64 indices differ between CPU and GPU. This layer instead returns the
-switches as a mask over the input. The pooled values come from one MAX_POOL_2D (and a
-MINIMUM that keeps an all -inf window at -inf); the mask from SPACE_TO_DEPTH, SPLIT,
-MAXIMUM, EQUAL, SELECT_V2, CONCATENATION and DEPTH_TO_SPACE, which are TFLite
-builtins the GPU delegate accepts and which stay in the integer domain in a fully
-quantized (int8) model.
+switches as a mask over the input, in one of two formulations of the same rule (the
+first maximum of each window, in row-major order):
+
+- exact (the default, and what training, Keras inference, SavedModel, ONNX and the
+  float TFLite files use): one MAX_POOL_2D (and a MINIMUM that keeps an all -inf window
+  at -inf), then SPACE_TO_DEPTH, SPLIT, running MAXIMUMs, EQUAL and SELECT_V2 per
+  window position, CONCATENATION and DEPTH_TO_SPACE; equal to the argmax bit for bit,
+  infinities included;
+- integer (inside `integer_switches()`, what the int8 TFLite export traces): the same
+  MAX_POOL_2D, SPACE_TO_DEPTH, SPLIT, then a SUB and a MUL per position clamped to
+  [-1, 1] (TFLite fuses the clamps) that flag "below the maximum", MULs and SUBs for
+  the first-maximum rule, CONCATENATION and DEPTH_TO_SPACE. Exact on int8 values
+  (whole quantization steps apart); no comparison, select or cast, so an int8 file
+  stays integer and XNNPACK's int8 delegate runs the whole graph.
+
+Every op in both is a TFLite builtin the GPU delegate accepts.
 """
 
 from __future__ import annotations
@@ -32,7 +43,9 @@ class MaxPoolWithArgmax(keras.layers.Layer):
     The mask is computed without multiplying values by 0/1 (which turns `inf` into
     NaN): position `k` of a window is its switch when the running maximum of the
     positions `0..k` first equals the window's maximum, a MAXIMUM, an EQUAL and a
-    SELECT_V2 per position.
+    SELECT_V2 per position. Inside `keras_deconvnet.layers.integer_switches()` it is
+    computed with clamped SUB/MUL arithmetic instead, for int8 conversion (see the
+    module docstring).
 
     Args:
         pool_size: int, the window size and stride (windows do not overlap).
@@ -77,6 +90,14 @@ class MaxPoolWithArgmax(keras.layers.Layer):
     def call(self, inputs):
         size = window_ops.spatial_size(inputs)
         fitted = window_ops.fit_to_windows(inputs, self.pool_size, self.padding)
+        if window_ops.integer_switches_enabled():
+            pooled = tf.nn.max_pool2d(fitted, self.pool_size, self.pool_size, "VALID")
+            # The last position needs no comparison: it is the switch where no earlier
+            # position held the maximum.
+            windows = window_ops.to_windows(fitted, self.pool_size, self.pool_size**2 - 1)
+            switches = window_ops.first_max_flags(windows, pooled)
+            switches = window_ops.from_windows(switches, self.pool_size, size)
+            return pooled, tf.stop_gradient(switches)
         windows = window_ops.to_windows(fitted, self.pool_size)
         # Running maxima over the window positions in row-major order: position k is
         # the switch where the running maximum first reaches the window's maximum.

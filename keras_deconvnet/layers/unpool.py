@@ -18,7 +18,9 @@ class Unpool(keras.layers.Layer):
     (de)convolutions densify. It is computed as a nearest-neighbour enlargement of `y`
     (CONCATENATION + DEPTH_TO_SPACE) from which a SELECT_V2 keeps the switch
     positions, so it converts to TFLite builtins, stays exact for infinite values
-    (no `inf * 0`) and writes `+0.0` elsewhere, as the scatter does. Gradients flow to
+    (no `inf * 0`) and writes `+0.0` elsewhere, as the scatter does. Inside
+    `keras_deconvnet.layers.integer_switches()` (int8 conversion) the SELECT_V2 is a
+    MUL by the 0/1 switches, which XNNPACK's int8 delegate runs. Gradients flow to
     `y` at the switch positions only; the switches get none.
 
     Args:

@@ -4,14 +4,27 @@ Both layers view a feature map as its pooling windows: SPACE_TO_DEPTH turns a
 `(B, H, W, C)` map into `pool_size**2` slices of `(B, H/k, W/k, C)`, one per window
 position in row-major order, and DEPTH_TO_SPACE turns such slices back. Where the
 size is static, the padding and cropping below are decided in Python, so a model
-exported with a fixed input size has no dynamic-shape ops in it.
+exported with a fixed input size has no dynamic-shape ops in it. `integer_switches`
+selects the int8-friendly switch arithmetic (`first_max_flags`) for both layers.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
+
 import tensorflow as tf
 
 PADDINGS = ("same", "valid")
+
+_INTEGER_SWITCHES = contextvars.ContextVar("keras_deconvnet_integer_switches", default=False)
+# Gain of the second clamp in `below_max`: a difference of one int8 step of at least
+# 1 / _FLAG_GAIN (pooled inputs spanning 255 / 4096 = 0.06 or more) becomes a flag of
+# exactly 1. The int8 MUL's rescale is then (1/255 * 4096/255) / (1/255) = 16, well
+# inside the [2**-16, 2**8) XNNPACK's int8 multiply accepts (it leaves others to the
+# slower builtin kernel).
+_FLAG_GAIN = 4096.0
 
 
 def validate_pool_size(pool_size) -> int:
@@ -103,11 +116,17 @@ def fit_to_windows(x, pool_size: int, padding: str):
     return _fit_axis(x, 2, pool_size, padding)
 
 
-def to_windows(x, pool_size: int) -> list:
-    """Splits `x` (fitted to whole windows) into `pool_size**2` window-position
-    slices, row-major order."""
+def to_windows(x, pool_size: int, count: int | None = None) -> list:
+    """Splits `x` (fitted to whole windows) into window-position slices, row-major
+    order: all `pool_size**2` of them, or the first `count`."""
     stacked = tf.nn.space_to_depth(x, pool_size)
-    return tf.split(stacked, pool_size * pool_size, axis=-1)
+    total = pool_size * pool_size
+    if count is None or count == total:
+        return tf.split(stacked, total, axis=-1)
+    # Slice off the positions not needed rather than leave SPLIT outputs unused: the
+    # int8 quantizer cannot give an unused output a scale and keeps the SPLIT in float.
+    # Explicit axes, no ellipsis: the GPU delegate takes STRIDED_SLICE without masks.
+    return tf.split(stacked[:, :, :, : count * x.shape[-1]], count, axis=-1)
 
 
 def from_windows(windows: list, pool_size: int, size) -> tf.Tensor:
@@ -133,3 +152,78 @@ def from_windows(windows: list, pool_size: int, size) -> tf.Tensor:
         pad[axis] = [0, missing]
         x = tf.pad(x, pad)
     return x
+
+
+@contextlib.contextmanager
+def integer_switches(enabled: bool = True) -> Iterator[None]:
+    """Builds the switch masks from integer-friendly arithmetic while the block runs.
+
+    `MaxPoolWithArgmax` and `Unpool` called (or traced) inside the block compute the
+    switches with SUB and MUL clamped to [-1, 1] (TFLite fuses the clamps as
+    RELU_N1_TO_1) and unpool with a MUL, instead of EQUAL, SELECT_V2, MAXIMUM and
+    MINIMUM. Those are the ops the int8 kernels, XNNPACK's int8 delegate and the GPU
+    delegate all run, so a full-integer TFLite file stays in one accelerated graph.
+    On int8 values (whose differences are whole quantization steps) the result is the
+    exact first-maximum switch; in float it is only approximate (values closer than
+    1/4096 count as ties), so use it for int8 conversion only.
+
+    Args:
+        enabled: `False` restores the exact float formulation inside the block.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras_deconvnet.layers import MaxPoolWithArgmax
+    >>> x = np.array([[1., 3.], [3., 2.]]).reshape(1, 2, 2, 1)
+    >>> with integer_switches():
+    ...     _, switches = MaxPoolWithArgmax()(x)
+    >>> switches[0, :, :, 0].numpy().tolist()
+    [[0.0, 1.0], [0.0, 0.0]]
+    """
+    token = _INTEGER_SWITCHES.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _INTEGER_SWITCHES.reset(token)
+
+
+def integer_switches_enabled() -> bool:
+    """Whether `integer_switches` is active."""
+    return _INTEGER_SWITCHES.get()
+
+
+def below_max(window, pooled):
+    """0 where `window` equals the window maximum `pooled`, 1 where it is below.
+
+    Two clamped steps rather than one large gain: the first bounds the difference to
+    [0, 1] (so its int8 scale is at most 1/255 whatever the activation range), the
+    second maps one quantization step to 1.
+    """
+    difference = tf.clip_by_value(pooled - window, -1.0, 1.0)
+    return tf.clip_by_value(difference * _FLAG_GAIN, -1.0, 1.0)
+
+
+def first_max_flags(windows: list, pooled) -> list:
+    """Switch flags (1 at each window's first maximum, else 0) from arithmetic only.
+
+    `windows` are the first `pool_size**2 - 1` window positions; one more flag, for
+    the last position, is returned.
+
+    `not_yet` is 1 where no earlier window position held the maximum; position `k`
+    is the switch where it is still 1 and the value is not below the maximum:
+    `not_yet_k - not_yet_k * below_k`.
+    """
+    one = tf.ones([], pooled.dtype)
+    not_yet = None
+    flags = []
+    for window in windows:
+        below = below_max(window, pooled)
+        if not_yet is None:
+            flags.append(one - below)
+            not_yet = below
+        else:
+            still = not_yet * below
+            flags.append(not_yet - still)
+            not_yet = still
+    flags.append(not_yet)
+    return flags

@@ -179,3 +179,20 @@ def test_quick_suite_through_the_cli(tmp_path, capsys):
     results = json.loads(path.read_text())
     assert set(benchmarking.SECTIONS) <= set(results)
     assert "Verdicts" in capsys.readouterr().out
+
+
+def test_exported_section_times_the_integer_int8_file():
+    """The int8 row times the file `deconvnet export` writes (uint8 pixels in, every op
+    integer) and the section and its verdict name the CPU."""
+    results = {"machine": benchmarking.machine_info(), "config": {}}
+    results["exported"] = benchmarking.bench_exported(
+        tiny_config(quantizations=("int8",)), log=lambda line: None
+    )
+    rows = {(r["runtime"], r["variant"]): r for r in results["exported"]["rows"]}
+    int8 = rows[("litert", "int8")]
+    assert int8["integer_ops"] == 1.0 and int8["seconds_per_image"] > 0
+    assert int8["speedup_vs_keras_float32"] > 0
+    cpu = results["exported"]["cpu"]
+    assert "int8 dot products:" in cpu and cpu == benchmarking.machine_info()["cpu"]
+    verdict = benchmarking.compute_verdicts(results)[3]
+    assert verdict["target"] == 2.5 and cpu in verdict["detail"]

@@ -12,7 +12,6 @@ import warnings
 import keras
 import numpy as np
 import pytest
-
 from model_fixtures import calibrate, tiny_deconvnet
 
 from keras_deconvnet.export import export_all, synthetic_images
@@ -36,7 +35,9 @@ def trained():
     keras.utils.set_random_seed(0)
     model = calibrate(small_model())
     images = synthetic_images(32, IMAGE_SIZE, seed=5)
-    model.compile(keras.optimizers.Adam(3e-3))
+    # 1e-2: from the Caffe-style decoder initialisation (Gaussian, std 0.01), 3e-3 for
+    # 30 epochs left near-tied scores that flipped 2% of float16 labels.
+    model.compile(keras.optimizers.Adam(1e-2))
     model.fit(images, synthetic_labels(images), batch_size=8, epochs=30, verbose=0)
     calibrate(model)
     validation = synthetic_images(4, IMAGE_SIZE, seed=0)

@@ -14,6 +14,7 @@ from keras_deconvnet.export import (
     format_table,
     mean_iou,
 )
+from keras_deconvnet.export.tflite import model_bytes
 
 
 def _siblings(path):
@@ -21,12 +22,12 @@ def _siblings(path):
     return sorted(p.name for p in path.parent.iterdir())
 
 
-def test_layout_and_parity_table(exported):
+def test_layout_and_parity_table(trained, exported):
     out = exported.output_dir
     assert sorted(p.name for p in out.iterdir()) == [
         "deconvnet.onnx", "deconvnet_dynamic.tflite", "deconvnet_float16.tflite",
         "deconvnet_float32.tflite", "deconvnet_int8.tflite", "export_config.json",
-        "parity.json", "saved_model",
+        "parity.json", "saved_model", "tflite_ops.md",
     ]
     assert not [p for p in _siblings(out) if "partial" in p]
     models_config = (out / "saved_model" / "models.config").read_text()
@@ -34,9 +35,10 @@ def test_layout_and_parity_table(exported):
     config = json.loads((out / "export_config.json").read_text())
     assert config["files"]["tflite_int8"] == "deconvnet_int8.tflite"
     assert config["image_shape"] == [64, 64, 3] and config["opset"] == 17
+    assert config["tflite"]["int8_io"] == "uint8"
 
     rows = {row["format"]: row for row in json.loads((out / "parity.json").read_text())["rows"]}
-    assert list(rows) == ["keras", *FORMATS]
+    assert list(rows) == ["keras", *FORMATS, "saved_model_bytes"]
     for fmt in ("saved_model", "tflite_float32", "onnx"):
         assert rows[fmt]["label_agreement"] == 100.0, fmt
         assert rows[fmt]["max_prob_diff"] < 1e-4, fmt
@@ -45,12 +47,25 @@ def test_layout_and_parity_table(exported):
         assert rows[fmt]["label_agreement"] >= DEFAULT_THRESHOLDS[fmt]
         assert rows[fmt]["passed"] and rows[fmt]["size_bytes"] > 0
         assert rows[fmt]["latency_ms"] > 0
-    assert rows["tflite_int8"]["size_bytes"] < 0.35 * rows["tflite_float32"]["size_bytes"]
+    # The int8 file is integer end to end; the float ones not at all.
+    assert rows["tflite_int8"]["integer_ops"] == 1.0
+    assert rows["tflite_float32"]["integer_ops"] == 0.0
+    assert rows["tflite_int8"]["ops"]["SUB"]["float"] == 0
+    assert rows["saved_model"]["integer_ops"] is None
+    # Served (predict_image_bytes) vs local labels at the images' own sizes.
+    served = rows["saved_model_bytes"]
+    assert served["label_agreement"] >= 99.9 and served["path"] == "saved_model/deconvnet/1"
+    assert [64, 64] in served["images"] and [127, 97] in served["images"]
     # Each variable is stored once (tracking the model in the ExportArchive doubled it).
-    assert rows["saved_model"]["size_bytes"] < 1.5 * rows["tflite_float32"]["size_bytes"]
+    variables = sum(p.stat().st_size for p in (out / "saved_model/deconvnet/1/variables").iterdir())
+    assert variables < 1.75 * model_bytes(trained[0])  # measured 1.51 (index overhead)
     table = exported.report.table
-    assert table.splitlines()[0].startswith("format")
+    assert table.splitlines()[0].startswith("format") and "int ops" in table
     assert all(fmt in table for fmt in FORMATS)
+    assert "100.0%" in next(line for line in table.splitlines() if line.startswith("tflite_int8"))
+    ops = (out / "tflite_ops.md").read_text()
+    assert "| op | float32 | float16 | dynamic | int8 | GPU delegate |" in ops
+    assert "**no**" not in ops  # the GPU delegate parses every op of every file
 
 
 def test_parity_fails_loudly_and_export_all_leaves_nothing(trained, tmp_path):

@@ -52,7 +52,8 @@ def test_saved_model_loads_and_runs_without_keras_deconvnet(trained, exported, t
     assert (version_dir / "saved_model.pb").is_file()
     assert (version_dir / "variables").is_dir()
     config = json.loads((version_dir / "export_config.json").read_text())
-    assert config["preprocessing"]["mode"] == "caffe"
+    assert config["preprocessing"]["class_name"] == "DeconvNetImageConverter"
+    assert "half-pixel" in config["signatures"]["predict_image_bytes"]["convention"]
     assert config["class_names"] == ["background", "red", "green", "blue"]
     assert config["model_config"]["num_classes"] == 4
 
@@ -89,6 +90,58 @@ def test_saved_model_loads_and_runs_without_keras_deconvnet(trained, exported, t
     assert (out["bytes_labels"][1, :, 30:] == -1).all()
     assert (out["bytes_labels"][1, :20, :30] >= 0).all()
     assert (out["bytes_labels"][2, :40, :50] >= 0).all()
+    # Other sizes follow the whole-image convention (checked against an independent
+    # implementation in test_served_labels_agree_with_local_inference).
+    gray_rgb = np.asarray(gray.convert("RGB"))
+    local = common.whole_image_probabilities(model, gray_rgb).argmax(-1)
+    assert np.mean(out["bytes_labels"][1, :20, :30] == local) >= 0.999
+
+
+def _rule(model, image):
+    """The resize convention, written out with plain TensorFlow ops: resize to the
+    model input (bilinear, half-pixel), subtract the mean, predict, resize the raw
+    scores back (bilinear, half-pixel), softmax, argmax."""
+    import tensorflow as tf
+
+    height, width = model.input_shape[1:3]
+    offset = np.asarray(model.preprocessor.image_converter.offset, np.float32)
+    resized = tf.image.resize(image[None].astype(np.float32), (height, width), "bilinear")
+    scores = model(resized + offset, training=False)
+    scores = tf.image.resize(scores, image.shape[:2], "bilinear")
+    return tf.argmax(tf.nn.softmax(scores, -1), -1)[0].numpy()
+
+
+def test_served_labels_agree_with_local_inference(trained, exported):
+    """`predict_image_bytes` and local whole-image inference give the same labels at
+    the images' own sizes (12 images, 128x128 and 211x157)."""
+    from model_fixtures import smooth_images
+
+    from keras_deconvnet.export.parity import served_parity
+
+    model = trained[0]
+    images = [*smooth_images(6, (128, 128), seed=1), *smooth_images(6, (211, 157), seed=2)]
+    row = served_parity(model, exported.paths["saved_model"], images, runs=1)
+    assert row["format"] == "saved_model_bytes" and row["passed"]
+    assert row["label_agreement"] >= 99.9, row["label_agreement"]  # measured 100.0
+    assert row["images"][-1] == [211, 157]
+    # The local side is the convention itself: an independent implementation agrees.
+    for image in (images[0], images[-1]):
+        local = common.whole_image_probabilities(model, image).argmax(-1)
+        assert np.mean(local == _rule(model, image)) >= 0.999
+    # The previous served convention (labels at the model size, resized back with
+    # nearest neighbour) would not pass: the check can tell them apart.
+    import tensorflow as tf
+
+    old, local = [], []
+    for image in images:
+        small = common.inference_function(model)(
+            tf.image.resize(image[None].astype(np.float32), model.input_shape[1:3])
+        ).numpy().argmax(-1)[..., None]
+        old.append(tf.image.resize(small, image.shape[:2], "nearest").numpy().ravel())
+        local.append(common.whole_image_probabilities(model, image).argmax(-1).ravel())
+    assert np.mean(np.concatenate(old) == np.concatenate(local)) < 0.999
+    with pytest.raises(ValueError, match="RGB"):
+        served_parity(model, exported.paths["saved_model"], [images[0][..., :2]])
 
 
 def test_saved_model_cli_lists_signatures(exported):

@@ -1,0 +1,64 @@
+"""MediaPipe Tasks' ImageSegmenter (pip `mediapipe`, CPU) runs our exported TFLite files
+unchanged: float32, float16 and int8 (uint8 in and out), as an Android, iOS or web app
+would load them, and its category mask equals the argmax of our own interpreter."""
+
+import numpy as np
+import pytest
+
+from keras_deconvnet.export.parity import litert_runner
+
+vision = pytest.importorskip(
+    "mediapipe.tasks.python.vision", reason="mediapipe has no wheel for this platform"
+)
+
+MEDIAPIPE_FORMATS = ("tflite_float32", "tflite_float16", "tflite_int8")
+
+
+def _segment(path, images):
+    import mediapipe as mp
+    from mediapipe.tasks.python.core.base_options import BaseOptions
+
+    options = vision.ImageSegmenterOptions(
+        base_options=BaseOptions(model_asset_path=str(path)),
+        output_category_mask=True,
+        output_confidence_masks=True,
+    )
+    categories, confidences = [], []
+    with vision.ImageSegmenter.create_from_options(options) as segmenter:
+        labels = segmenter.labels
+        for image in images:
+            result = segmenter.segment(
+                mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image))
+            )
+            categories.append(np.squeeze(result.category_mask.numpy_view()).copy())
+            confidences.append(np.stack(
+                [np.squeeze(mask.numpy_view()) for mask in result.confidence_masks], -1
+            ))
+    return labels, np.stack(categories), np.stack(confidences)
+
+
+@pytest.mark.parametrize("fmt", MEDIAPIPE_FORMATS)
+def test_mediapipe_category_mask_equals_our_labels(trained, exported, fmt):
+    _, _, images, _ = trained
+    # Images at the model's size: MediaPipe's resampling is the identity, so its mask
+    # and our interpreter see the same pixels.
+    pixels = images.round().clip(0, 255).astype(np.uint8)
+    labels, category, confidence = _segment(exported.paths[fmt], pixels)
+    ours = litert_runner(exported.paths[fmt])(pixels.astype(np.float32))
+    assert labels == ["background", "red", "green", "blue"]
+    assert category.shape == pixels.shape[:3] and category.dtype == np.uint8
+    # Same runtime family, same input: identical labels but for exact score ties.
+    agreement = np.mean(category == ours.argmax(-1))
+    assert agreement >= 0.999, (fmt, agreement)
+    # Activation NONE: the confidence masks are the file's probabilities (int8:
+    # dequantized in steps of 1/256).
+    tolerance = 1 / 256 + 1e-6 if fmt == "tflite_int8" else 1e-4
+    np.testing.assert_allclose(confidence, ours, rtol=0, atol=tolerance)
+
+
+def test_mediapipe_segments_any_image_size(exported):
+    pixels = np.random.default_rng(0).integers(0, 256, (1, 97, 131, 3), dtype=np.uint8)
+    _, category, confidence = _segment(exported.paths["tflite_int8"], pixels)
+    # Masks come back at the image's own size.
+    assert category.shape == (1, 97, 131) and confidence.shape == (1, 97, 131, 4)
+    assert category.max() < 4
