@@ -18,7 +18,6 @@ format ...
 tflite_float16 ...
 """
 
-from keras_deconvnet.export.common import whole_image_probabilities
 from keras_deconvnet.export.onnx import DEFAULT_OPSET, check_onnx, export_onnx
 from keras_deconvnet.export.parity import (
     DEFAULT_THRESHOLDS,
@@ -90,6 +89,6 @@ __all__ = [
     "synthetic_images",
     "tflite_ops",
     "validate_formats",
-    "whole_image_probabilities",
+
     "write_model_config",
 ]

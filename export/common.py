@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_deconvnet.inference.proposals import preprocessor_of
+from keras_deconvnet.inference.whole_image import image_converter, outputs_probabilities
 
 # What every artefact expects as input, written into the export configs.
 INPUT_DESCRIPTION = (
@@ -102,89 +103,6 @@ def segmentation_shapes(
                 f"fix the exported one. Received: input shape={in_shape}"
             )
     return (int(height), int(width), 3), int(out_shape[-1])
-
-
-def outputs_probabilities(model: keras.Model) -> bool:
-    """Whether `model` already ends in a softmax (else its outputs are logits)."""
-    activation = getattr(model, "activation", None)
-    if activation is None and model.layers:
-        activation = model.layers[-1].get_config().get("activation")
-    return activation == "softmax"
-
-
-def image_converter(model: keras.Model, image_size=None):
-    """The segmenter's image converter, cloned with `image_size` (`None`: no resize).
-
-    Exported graphs take images at their fixed input size, so their converter only
-    normalises; `predict_image_bytes` resizes with the same converter class. A plain
-    Keras model without a preprocessor gets an identity (or a bare bilinear
-    `Resizing`): it is exported as it is.
-    """
-    if getattr(model, "preprocessor", None) is None and not hasattr(model, "backbone"):
-        if image_size is None:
-            return keras.layers.Identity()
-        return keras.layers.Resizing(*image_size, interpolation="bilinear")
-    converter = preprocessor_of(model).image_converter
-    config = converter.get_config()
-    config["image_size"] = tuple(image_size) if image_size is not None else None
-    return type(converter).from_config(config)
-
-
-def whole_image_scores(model: keras.Model, images, image_size: Sequence[int]):
-    """The served whole-image convention, steps 1-2: resize, normalise, predict.
-
-    Images of any size go through the model's own image converter with
-    `image_size=(h, w)` (keras `Resizing`: `tf.image.resize`, bilinear, half-pixel
-    centres, no antialias, aspect ratio not kept), then the model. Returns its raw
-    class scores `(batch, h, w, num_classes)` in float32.
-    """
-    resize = image_converter(model, image_size)
-    return tf.cast(model(resize(images), training=False), tf.float32)
-
-
-def scores_to_image(scores, size, logits: bool = True):
-    """The served whole-image convention, step 3: class scores `(h, w, C)` ->
-    probabilities `(H, W, C)` at the image's `size` (bilinear, half-pixel centres,
-    then softmax when `logits`)."""
-    scores = tf.image.resize(scores, size, method="bilinear")
-    return tf.nn.softmax(scores, axis=-1) if logits else scores
-
-
-def whole_image_probabilities(
-    model: keras.Model, image, image_size: Sequence[int] | None = None
-) -> np.ndarray:
-    """Probabilities of a whole image at its own size, the way the exports serve it.
-
-    The one resize convention of local inference and the SavedModel's
-    `predict_image_bytes`: the image `(H, W, 3)` (RGB 0-255, any size) through the
-    model's image converter with `image_size=(h, w)` -> the model -> raw scores
-    `(h, w, C)` -> `tf.image.resize(scores, (H, W), "bilinear")` (half-pixel) ->
-    softmax. The parity check compares `predict_image_bytes` with this.
-
-    Args:
-        model: a segmenter with a preprocessor.
-        image: `(H, W, 3)` RGB, uint8 or float in [0, 255].
-        image_size: the model input `(h, w)`; defaults to the model's fixed size.
-
-    Returns:
-        `(H, W, num_classes)` float32 probabilities.
-
-    Example:
-
-    >>> from keras_deconvnet.models import DeconvNetImageSegmenter
-    >>> model = DeconvNetImageSegmenter.from_preset("deconvnet_edge_small", num_classes=3)
-    >>> whole_image_probabilities(model, np.zeros((50, 70, 3), np.uint8), (96, 96)).shape
-    (50, 70, 3)
-    """
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[-1] != 3:
-        raise ValueError(f"`image` must be RGB (H, W, 3). Received: shape={image.shape}")
-    shape, _ = segmentation_shapes(model, image_size)
-    scores = whole_image_scores(model, tf.cast(image[None], tf.float32), shape[:2])
-    probabilities = scores_to_image(
-        scores[0], image.shape[:2], logits=not outputs_probabilities(model)
-    )
-    return probabilities.numpy()
 
 
 def preprocessing_config(model: keras.Model) -> dict | None:

@@ -20,7 +20,7 @@ with the input's own scale and zero point, and their outputs dequantized.
 With `original_images` and a SavedModel among the artefacts, one more row,
 `saved_model_bytes`, compares the SavedModel's `predict_image_bytes` (PNG-encoded
 images of their own sizes) with local whole-image inference at the original image
-sizes (`common.whole_image_probabilities`: the one resize convention both follow);
+sizes (`whole_image.whole_image_probabilities`: the one resize convention both follow);
 its `max_prob_diff` is empty (the signature returns labels only).
 
 `check_parity` raises `ParityError` (with the table) when a format's label agreement
@@ -40,6 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_deconvnet.export import common
+from keras_deconvnet.inference import whole_image
 from keras_deconvnet.metrics import confusion_matrix, iou_from_confusion
 
 # Minimum label agreement with Keras (% of pixels) per format: floors that catch a
@@ -244,7 +245,7 @@ def check_parity(
             `predict_image_bytes` vs `local_fn` at each image's own size).
         local_fn: `(model, image) -> (H, W, C)` probabilities, the local whole-image
             inference served labels must match; defaults to
-            `common.whole_image_probabilities`.
+            `whole_image.whole_image_probabilities`.
 
     Returns:
         A `ParityReport`; the first row is the Keras reference.
@@ -382,7 +383,7 @@ def served_parity(
         images: RGB images `(H, W, 3)` of any sizes (uint8 or float 0-255).
         threshold: minimum label agreement (%). Defaults to 99.9.
         local_fn: local inference `(model, image) -> (H, W, C)`; defaults to
-            `common.whole_image_probabilities`.
+            `whole_image.whole_image_probabilities`.
         miou_fn: `(y_true, y_pred, num_classes) -> mIoU in %`.
         warmup, runs: latency of one image through `predict_image_bytes`.
 
@@ -395,7 +396,7 @@ def served_parity(
             "`original_images` must be a non-empty list of RGB images (H, W, 3). "
             f"Received shapes: {[i.shape for i in images]}"
         )
-    local_fn = local_fn or common.whole_image_probabilities
+    local_fn = local_fn or whole_image.whole_image_probabilities
     miou_fn = miou_fn or mean_iou
     num_classes = int(model.outputs[0].shape[-1])
     signature = tf.saved_model.load(str(saved_model_path)).signatures["predict_image_bytes"]

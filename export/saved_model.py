@@ -13,7 +13,7 @@ preprocessing definition, runs inside the graph):
 - `predict_image_bytes`: `image_bytes`, a string batch `(batch,)` of encoded JPEG,
   PNG, BMP or GIF (first frame) images of any size; grayscale and RGBA are converted
   to RGB, EXIF orientation is not applied. Each image is predicted with the package's
-  one whole-image convention (`common.whole_image_probabilities`, what local
+  one whole-image convention (`whole_image.whole_image_probabilities`, what local
   inference does): the converter resizes it to the model input (bilinear,
   half-pixel centres), the model's raw class scores are resized back to the image's
   own size (bilinear, half-pixel), then softmax and argmax. Outputs: `labels` int32
@@ -39,6 +39,7 @@ import keras
 import tensorflow as tf
 
 from keras_deconvnet.export import common
+from keras_deconvnet.inference import whole_image
 
 SERVING_DEFAULT = "serving_default"
 IMAGE_BYTES_SIGNATURE = "predict_image_bytes"
@@ -152,15 +153,15 @@ def export_saved_model(
 def _archive(model, shape):
     height, width, channels = shape
     probabilities = common.inference_function(model)
-    logits = not common.outputs_probabilities(model)
-    resize = common.image_converter(model, (height, width))
+    logits = not whole_image.outputs_probabilities(model)
+    resize = whole_image.image_converter(model, (height, width))
 
     def serve(images):
         probs = probabilities(images)
         return {"probabilities": probs, "labels": tf.argmax(probs, -1, tf.int32)}
 
     def serve_bytes(image_bytes):
-        # The local whole-image convention (`common.whole_image_probabilities`),
+        # The local whole-image convention (`whole_image.whole_image_probabilities`),
         # with the model run once on the whole batch.
         def decode(data):
             image = tf.io.decode_image(data, channels=3, expand_animations=False)
@@ -181,7 +182,7 @@ def _archive(model, shape):
 
         def restore(args):
             score, size = args
-            label = tf.argmax(common.scores_to_image(score, size, logits), -1, tf.int32)
+            label = tf.argmax(whole_image.scores_to_image(score, size, logits), -1, tf.int32)
             return tf.pad(
                 label, [[0, max_size[0] - size[0]], [0, max_size[1] - size[1]]],
                 constant_values=-1,

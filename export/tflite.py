@@ -66,6 +66,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_deconvnet.export import common, tflite_metadata
+from keras_deconvnet.inference import whole_image
 from keras_deconvnet.layers import integer_switches
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
@@ -689,7 +690,7 @@ def add_metadata(
         offset = offset if isinstance(offset, (list, tuple)) else [offset]
         mean = tuple(-float(o) / scale for o in offset)
         std = tuple(1.0 / scale for _ in mean)
-        output_type = "probabilities" if common.outputs_probabilities(model) else "logits"
+        output_type = "probabilities" if whole_image.outputs_probabilities(model) else "logits"
         description = "Semantic segmentation (bare model: normalised input)."
     mediapipe = (include_preprocessing and int(detail["shape"][0]) == 1
                  and detail["dtype"] in (np.float32, np.uint8))

@@ -17,9 +17,12 @@ from keras_deconvnet.inference.proposals import (
 )
 from keras_deconvnet.inference.scores import labels_from_scores, normalise_scores, softmax
 from keras_deconvnet.inference.whole_image import (
+    image_converter,
     predict_whole_image,
-    resize_scores,
+    scores_to_image,
     sliding_windows,
+    whole_image_probabilities,
+    whole_image_scores,
 )
 
 __all__ = [
@@ -28,6 +31,7 @@ __all__ = [
     "aggregate_proposals",
     "crop_windows",
     "dense_crf",
+    "image_converter",
     "labels_from_scores",
     "load_image",
     "normalise_scores",
@@ -36,8 +40,10 @@ __all__ = [
     "predict_proposals",
     "predict_whole_image",
     "proposal_windows",
-    "resize_scores",
+    "scores_to_image",
     "sliding_windows",
     "softmax",
     "to_rgb_uint8",
+    "whole_image_probabilities",
+    "whole_image_scores",
 ]

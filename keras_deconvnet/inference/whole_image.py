@@ -9,6 +9,9 @@ agree.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -42,13 +45,93 @@ def sliding_windows(height: int, width: int, size: tuple[int, int], overlap: flo
     return np.asarray(boxes, np.int64)
 
 
-def resize_scores(scores, size: tuple[int, int]) -> np.ndarray:
-    """Scores `(h, w, C)` resized to `size` bilinearly (half-pixel centres), the
-    convention of the exported `predict_image_bytes` signature."""
-    scores = tf.convert_to_tensor(scores, tf.float32)
-    if tuple(scores.shape[:2]) == tuple(size):
-        return scores.numpy()
-    return tf.image.resize(scores, size, "bilinear").numpy()
+def image_converter(model: keras.Model, image_size=None):
+    """The segmenter's image converter, cloned with `image_size` (`None`: no resize).
+
+    Exported graphs take images at their fixed input size, so their converter only
+    normalises; `predict_image_bytes` resizes with the same converter class. A plain
+    Keras model without a preprocessor gets an identity (or a bare bilinear
+    `Resizing`): it is exported as it is.
+    """
+    if getattr(model, "preprocessor", None) is None and not hasattr(model, "backbone"):
+        if image_size is None:
+            return keras.layers.Identity()
+        return keras.layers.Resizing(*image_size, interpolation="bilinear")
+    converter = preprocessor_of(model).image_converter
+    config = converter.get_config()
+    config["image_size"] = tuple(image_size) if image_size is not None else None
+    return type(converter).from_config(config)
+
+
+def whole_image_scores(model: keras.Model, images, image_size: Sequence[int]):
+    """The served whole-image convention, steps 1-2: resize, normalise, predict.
+
+    Images of any size go through the model's own image converter with
+    `image_size=(h, w)` (keras `Resizing`: `tf.image.resize`, bilinear, half-pixel
+    centres, no antialias, aspect ratio not kept), then the model. Returns its raw
+    class scores `(batch, h, w, num_classes)` in float32.
+    """
+    resize = image_converter(model, image_size)
+    return tf.cast(model(resize(images), training=False), tf.float32)
+
+
+def scores_to_image(scores, size, logits: bool = True):
+    """The served whole-image convention, step 3: class scores `(h, w, C)` ->
+    probabilities `(H, W, C)` at the image's `size` (bilinear, half-pixel centres,
+    then softmax when `logits`)."""
+    scores = tf.image.resize(scores, size, method="bilinear")
+    return tf.nn.softmax(scores, axis=-1) if logits else scores
+
+
+def whole_image_probabilities(
+    model: keras.Model, image, image_size: Sequence[int] | None = None
+) -> np.ndarray:
+    """Probabilities of a whole image at its own size, the way the exports serve it.
+
+    The one resize convention of local inference and the SavedModel's
+    `predict_image_bytes`: the image `(H, W, 3)` (RGB 0-255, any size) through the
+    model's image converter with `image_size=(h, w)` -> the model -> raw scores
+    `(h, w, C)` -> `tf.image.resize(scores, (H, W), "bilinear")` (half-pixel) ->
+    softmax. The parity check compares `predict_image_bytes` with this.
+
+    Args:
+        model: a segmenter with a preprocessor.
+        image: `(H, W, 3)` RGB, uint8 or float in [0, 255].
+        image_size: the model input `(h, w)`; defaults to the model's fixed size.
+
+    Returns:
+        `(H, W, num_classes)` float32 probabilities.
+
+    Example:
+
+    >>> from keras_deconvnet.models import DeconvNetImageSegmenter
+    >>> model = DeconvNetImageSegmenter.from_preset("deconvnet_edge_small", num_classes=3)
+    >>> whole_image_probabilities(model, np.zeros((50, 70, 3), np.uint8), (96, 96)).shape
+    (50, 70, 3)
+    """
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise ValueError(f"`image` must be RGB (H, W, 3). Received: shape={image.shape}")
+    shape, _ = _fixed_input(model, image_size)
+    scores = whole_image_scores(model, tf.cast(image[None], tf.float32), shape[:2])
+    probabilities = scores_to_image(
+        scores[0], image.shape[:2], logits=not outputs_probabilities(model)
+    )
+    return probabilities.numpy()
+
+
+def outputs_probabilities(model: keras.Model) -> bool:
+    """Whether `model` already ends in a softmax (else its outputs are logits)."""
+    activation = getattr(model, "activation", None)
+    if activation is None and model.layers:
+        activation = model.layers[-1].get_config().get("activation")
+    return activation == "softmax"
+
+
+def _fixed_input(model, image_size):
+    """`((h, w, 3), num_classes)` at the model's input size or `image_size`."""
+    size = tuple(image_size)[:2] if image_size is not None else model_input_size(model)
+    return (*size, 3), int(model.outputs[0].shape[-1])
 
 
 def predict_whole_image(
@@ -89,10 +172,8 @@ def predict_whole_image(
     size = tuple(input_size) if input_size else model_input_size(model)
     if mode == "resize" or (height <= size[0] and width <= size[1]):
         preprocessor_of(model)  # a clear error for models without one
-        resized = tf.image.resize(image[None].astype(np.float32), size, "bilinear")
-        # keras-hub's `predict_on_batch` applies the segmenter's preprocessor itself.
-        scores = model.predict_on_batch(resized)
-        return resize_scores(np.asarray(scores, np.float32)[0], (height, width))
+        scores = whole_image_scores(model, tf.cast(image[None], tf.float32), size)
+        return scores_to_image(scores[0], (height, width), logits=False).numpy()
     windows = sliding_windows(height, width, size, overlap)
     scores = predict_windows(model, crop_windows(image, windows, size), batch_size)
     return aggregate_proposals(scores, windows, (height, width), "mean")

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from keras_deconvnet.export import common, export_saved_model, next_version
+from keras_deconvnet.inference import whole_image
 
 # Runs in a fresh interpreter: plain TensorFlow, keras_deconvnet never imported.
 LOAD_SCRIPT = textwrap.dedent(
@@ -93,7 +94,7 @@ def test_saved_model_loads_and_runs_without_keras_deconvnet(trained, exported, t
     # Other sizes follow the whole-image convention (checked against an independent
     # implementation in test_served_labels_agree_with_local_inference).
     gray_rgb = np.asarray(gray.convert("RGB"))
-    local = common.whole_image_probabilities(model, gray_rgb).argmax(-1)
+    local = whole_image.whole_image_probabilities(model, gray_rgb).argmax(-1)
     assert np.mean(out["bytes_labels"][1, :20, :30] == local) >= 0.999
 
 
@@ -126,7 +127,7 @@ def test_served_labels_agree_with_local_inference(trained, exported):
     assert row["images"][-1] == [211, 157]
     # The local side is the convention itself: an independent implementation agrees.
     for image in (images[0], images[-1]):
-        local = common.whole_image_probabilities(model, image).argmax(-1)
+        local = whole_image.whole_image_probabilities(model, image).argmax(-1)
         assert np.mean(local == _rule(model, image)) >= 0.999
     # The previous served convention (labels at the model size, resized back with
     # nearest neighbour) would not pass: the check can tell them apart.
@@ -138,7 +139,7 @@ def test_served_labels_agree_with_local_inference(trained, exported):
             tf.image.resize(image[None].astype(np.float32), model.input_shape[1:3])
         ).numpy().argmax(-1)[..., None]
         old.append(tf.image.resize(small, image.shape[:2], "nearest").numpy().ravel())
-        local.append(common.whole_image_probabilities(model, image).argmax(-1).ravel())
+        local.append(whole_image.whole_image_probabilities(model, image).argmax(-1).ravel())
     assert np.mean(np.concatenate(old) == np.concatenate(local)) < 0.999
     with pytest.raises(ValueError, match="RGB"):
         served_parity(model, exported.paths["saved_model"], [images[0][..., :2]])
