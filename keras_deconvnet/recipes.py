@@ -29,9 +29,65 @@ from keras_deconvnet.data import (
 ARCHITECTURES = ("deconvnet", "fcn8s")
 
 
+DEFAULT_PRESETS = {"deconvnet": "deconvnet_edge_small", "fcn8s": "fcn8s_edge_small"}
+
+
+@dataclasses.dataclass
+class RecipeConfig:
+    """What `train_recipe` trains and how it evaluates (the optimisation settings are
+    `TrainingConfig`'s).
+
+    Args:
+        architecture: `"deconvnet"` or `"fcn8s"`.
+        preset: the named configuration to build; defaults to the architecture's
+            `_edge_small` one (ignored with `model_path`).
+        crop_size: training crop size (the paper: 224), the model's input size.
+        model_path: continue from a preset directory or `.keras` file.
+        vgg16_weights: `"imagenet"` or a VGG16 `.h5` file for the encoder (and
+            fc6/fc7 when their shapes are VGG16's).
+        decoder_initializer: DeconvNet named configurations only: `"caffe"` or
+            `"glorot"`; None keeps the backbone's default (`"caffe"`).
+        proposals: stage-2 proposals: None (sliding windows), a directory of
+            EdgeBoxes-format files, or a generator (see `stage2_proposals`).
+        seed: seed of the augmentation and the sliding windows.
+        evaluate: inference methods evaluated on the validation split after
+            training (`keras_deconvnet.evaluation.METHODS`); `()` skips it.
+    """
+
+    architecture: str = "deconvnet"
+    preset: str | None = None
+    crop_size: int = 224
+    model_path: str | os.PathLike | None = None
+    vgg16_weights: str | None = None
+    decoder_initializer: str | None = None
+    proposals: object = None
+    seed: int = 0
+    evaluate: tuple = ("whole",)
+
+    def __post_init__(self):
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(
+                f"`architecture` must be one of {ARCHITECTURES}. "
+                f"Received: {self.architecture!r}"
+            )
+        self.preset = self.preset or DEFAULT_PRESETS[self.architecture]
+        if self.decoder_initializer is not None and (
+            self.architecture != "deconvnet" or self.model_path
+            or self.preset not in _named_configs()
+        ):
+            raise ValueError(
+                "`decoder_initializer` applies to DeconvNet named configurations only "
+                f"(a new model). Received: architecture={self.architecture!r}, "
+                f"preset={self.preset!r}, model_path={self.model_path!r}"
+            )
+        self.evaluate = tuple(self.evaluate)
+
+
 @dataclasses.dataclass
 class RecipeResult:
-    """What `train_recipe` produced: the segmenter, its preset directory, histories."""
+    """What `train_recipe` produced: the segmenter, its preset directory, the
+    histories, the validation evaluation (`evaluate_methods`' result, or None) and
+    the training time."""
 
     model: keras.Model
     model_path: Path
@@ -140,66 +196,30 @@ def validation_crops(val: tf.data.Dataset, crop_size: int, batch_size: int = 8):
             .batch(batch_size).prefetch(tf.data.AUTOTUNE))
 
 
-DEFAULT_PRESETS = {"deconvnet": "deconvnet_edge_small", "fcn8s": "fcn8s_edge_small"}
-
-
 def build_model_fn(
-    architecture: str,
-    preset: str | None,
-    num_classes: int,
-    crop_size: int,
-    model_path: str | os.PathLike | None = None,
-    vgg16_weights: str | None = None,
-    class_names=None,
-    palette=None,
-    decoder_initializer: str | None = None,
+    recipe: RecipeConfig, num_classes: int, class_names=None, palette=None
 ) -> Callable[[], keras.Model]:
     """A function building the segmenter to train (inside a distribution strategy).
 
-    A named configuration of `architecture` (default: its `_edge_small` one) at the
-    crop size, with `num_classes` classes; or `model_path`, a preset directory or
-    `.keras` file to continue from. `vgg16_weights` (`"imagenet"` or a path)
-    initialises the encoder (and fc6/fc7 when their shapes are VGG16's, e.g.
-    `deconvnet_vgg16_voc` or `fcn8s_vgg16_voc`).
+    The named configuration `recipe.preset` at the crop size with `num_classes`
+    classes, or the model at `recipe.model_path`; `recipe.vgg16_weights`
+    initialises the encoder.
 
     Args:
-        architecture: `"deconvnet"` or `"fcn8s"`.
-        preset: the named configuration (or preset directory) to build.
+        recipe: a `RecipeConfig`.
         num_classes: classes including background.
-        crop_size: the training crop size (the model's input size).
-        model_path: continue from this preset directory or `.keras` file.
-        vgg16_weights: `"imagenet"` or a VGG16 `.h5` file, or None.
         class_names: recorded in the segmenter.
         palette: recorded in the segmenter.
-        decoder_initializer: DeconvNet named configurations only: `"caffe"` or
-            `"glorot"` (see `DeconvNetBackbone`); None keeps the default.
 
     Returns:
         A function of no arguments returning the segmenter.
 
-    Raises:
-        ValueError: on an unknown architecture, or a `decoder_initializer` for a
-            model it does not apply to.
-
     Example:
 
-    >>> build = build_model_fn("deconvnet", None, num_classes=3, crop_size=96)
+    >>> build = build_model_fn(RecipeConfig(crop_size=96), num_classes=3)
     >>> build().output_shape
     (None, 96, 96, 3)
     """
-    if architecture not in ARCHITECTURES:
-        raise ValueError(
-            f"`architecture` must be one of {ARCHITECTURES}. Received: {architecture!r}"
-        )
-    preset = preset or DEFAULT_PRESETS[architecture]
-    if decoder_initializer is not None and (
-        architecture != "deconvnet" or model_path or preset not in _named_configs()
-    ):
-        raise ValueError(
-            "`decoder_initializer` applies to DeconvNet named configurations only "
-            f"(a new model). Received: architecture={architecture!r}, preset={preset!r}, "
-            f"model_path={model_path!r}"
-        )
 
     def build():
         from keras_deconvnet.models import (
@@ -210,21 +230,23 @@ def build_model_fn(
             load_vgg16_weights,
         )
 
-        if model_path:
-            return load_segmenter(model_path)
-        image_shape = (crop_size, crop_size, 3)
-        task = dict(num_classes=num_classes, class_names=class_names, palette=palette)
-        if decoder_initializer is not None:
+        if recipe.model_path:
+            return load_segmenter(recipe.model_path)
+        image_shape = (recipe.crop_size, recipe.crop_size, 3)
+        task = dict(class_names=class_names, palette=palette)
+        if recipe.decoder_initializer is not None:
             backbone = DeconvNetBackbone.from_preset(
-                preset, image_shape=image_shape, decoder_initializer=decoder_initializer)
-            segmenter = DeconvNetImageSegmenter(
-                backbone, preprocessor=DeconvNetImageSegmenter.default_preprocessor(backbone),
-                **task)
+                recipe.preset, image_shape=image_shape,
+                decoder_initializer=recipe.decoder_initializer,
+            )
+            segmenter = DeconvNetImageSegmenter.from_backbone(backbone, num_classes, **task)
         else:
-            cls = FCN8sImageSegmenter if architecture == "fcn8s" else DeconvNetImageSegmenter
-            segmenter = cls.from_preset(preset, image_shape=image_shape, **task)
-        if vgg16_weights:
-            load_vgg16_weights(segmenter, vgg16_weights)
+            cls = (FCN8sImageSegmenter if recipe.architecture == "fcn8s"
+                   else DeconvNetImageSegmenter)
+            segmenter = cls.from_preset(recipe.preset, image_shape=image_shape,
+                                        num_classes=num_classes, **task)
+        if recipe.vgg16_weights:
+            load_vgg16_weights(segmenter, recipe.vgg16_weights)
         return segmenter
 
     return build
@@ -239,48 +261,31 @@ def _named_configs() -> dict:
 def train_recipe(
     train: tf.data.Dataset,
     val: tf.data.Dataset | None,
-    num_classes: int,
+    dataset_info,
     output_dir: str | os.PathLike,
-    training_config,
-    architecture: str = "deconvnet",
-    preset: str | None = None,
-    crop_size: int = 224,
-    model_path: str | None = None,
-    vgg16_weights: str | None = None,
+    training_config=None,
+    recipe: RecipeConfig | None = None,
     strategy: str | tf.distribute.Strategy = "default",
-    seed: int = 0,
-    class_names=None,
-    palette=None,
-    proposals=None,
-    decoder_initializer: str | None = None,
 ) -> RecipeResult:
-    """Two-stage training of a model on a dataset in the common format, then saving.
+    """Two-stage training on a dataset in the common format, saving, evaluation.
+
+    Builds the stage-1 and stage-2 crop pipelines, trains with `train_two_stage`,
+    saves the segmenter as a keras-hub preset in `output_dir/preset`, and evaluates
+    `recipe.evaluate` on `val` (VOC rules, each image at its own size).
 
     For `strategy="multi_worker"` create the strategy first
     (`keras_deconvnet.training.get_strategy("multi_worker")`), before building
     `train`, and pass the instance. Under a multi-worker strategy every worker
-    trains on its slice of each batch; only the chief writes (its preset included).
+    trains on its slice of each batch; only the chief writes and evaluates.
 
     Args:
         train: training examples (dicts in the common format).
         val: validation examples, or None.
-        num_classes: classes including background.
+        dataset_info: a `keras_deconvnet.data.DatasetInfo` (class names, palette).
         output_dir: where checkpoints, logs and the trained `preset/` go.
-        training_config: a `keras_deconvnet.training.TrainingConfig` (or dict).
-        architecture: `"deconvnet"` or `"fcn8s"`.
-        preset: the named configuration to build (ignored with `model_path`);
-            defaults to the architecture's `_edge_small` one.
-        crop_size: training crop size (the paper: 224).
-        model_path: continue from a saved `.keras` model instead of building one.
-        vgg16_weights: `"imagenet"` or a path: initialise the encoder from VGG16.
+        training_config: a `TrainingConfig`, a dict, or None (the paper's).
+        recipe: a `RecipeConfig` (what to train); None for its defaults.
         strategy: a strategy name (see `get_strategy`) or instance.
-        seed: seed of the augmentation and the proposals.
-        class_names: the dataset's, recorded in the segmenter.
-        palette: the dataset's, recorded in the segmenter.
-        proposals: stage-2 proposals: None (sliding windows), a directory of
-            EdgeBoxes-format files (`FileProposals`), or a generator.
-        decoder_initializer: `"caffe"` / `"glorot"` for a new DeconvNet, or None
-            (the backbone's default, `"caffe"`).
 
     Returns:
         A `RecipeResult`.
@@ -291,34 +296,54 @@ def train_recipe(
 
     Example:
 
-    >>> from keras_deconvnet.data import synthetic_dataset  # doctest: +SKIP
-    >>> result = train_recipe(synthetic_dataset("train", 8), None, 6, "runs/x",
-    ...                       {"stage1": {"epochs": 1}}, crop_size=96)  # doctest: +SKIP
+    >>> from keras_deconvnet.data import SYNTHETIC_INFO, synthetic_dataset  # doctest: +SKIP
+    >>> result = train_recipe(synthetic_dataset("train", 8), None, SYNTHETIC_INFO,
+    ...                       "runs/x", {"stage1": {"epochs": 1}},
+    ...                       RecipeConfig(crop_size=96))  # doctest: +SKIP
     """
     from keras_deconvnet.training import TrainingConfig, get_strategy, is_chief, train_two_stage
 
+    recipe = recipe or RecipeConfig()
     strategy = get_strategy(strategy)
-    if isinstance(training_config, dict):
-        training_config = TrainingConfig.from_dict(training_config)
+    if training_config is None or isinstance(training_config, dict):
+        training_config = TrainingConfig.from_dict(training_config or {})
     output_dir = Path(output_dir)
-    keras.utils.set_random_seed(seed)
-    build = build_model_fn(architecture, preset, num_classes, crop_size, model_path,
-                           vgg16_weights, class_names, palette, decoder_initializer)
-    stage1, stage2 = crop_datasets(train, crop_size, batch_size=training_config.batch_size,
-                                   seed=seed, proposals=proposals)
-    validation = validation_crops(val, crop_size) if val is not None else None
+    keras.utils.set_random_seed(recipe.seed)
+    build = build_model_fn(recipe, dataset_info.num_classes, dataset_info.class_names,
+                           dataset_info.palette[: dataset_info.num_classes].tolist())
+    stage1, stage2 = crop_datasets(train, recipe.crop_size,
+                                   batch_size=training_config.batch_size, seed=recipe.seed,
+                                   proposals=recipe.proposals)
+    validation = validation_crops(val, recipe.crop_size) if val is not None else None
     start = time.perf_counter()
-    model, history = train_two_stage(
-        build, stage1, stage2, validation, str(output_dir), training_config,
-        strategy=strategy,
-    )
+    model, history = train_two_stage(build, stage1, stage2, validation, str(output_dir),
+                                     training_config, strategy=strategy)
     seconds = time.perf_counter() - start
     preset_dir = output_dir / "preset"
-    if is_chief(strategy):
-        preset_dir = model.save_to_preset(
-            preset_dir, overwrite=True,
-            training_data={"examples": int(train.cardinality()), "crop_size": crop_size,
-                           "seed": seed},
-            description=f"{architecture} trained with the two-stage recipe",
-        )
-    return RecipeResult(model, preset_dir, history, None, seconds)
+    if not is_chief(strategy):
+        return RecipeResult(model, preset_dir, history, None, seconds)
+    preset_dir = model.save_to_preset(
+        preset_dir, overwrite=True,
+        training_data={"examples": int(train.cardinality()), "crop_size": recipe.crop_size,
+                       "seed": recipe.seed},
+        description=f"{recipe.architecture} trained with the two-stage recipe",
+    )
+    evaluation = None
+    if val is not None and recipe.evaluate:
+        evaluation = _evaluate(model, preset_dir, val, dataset_info, recipe, strategy)
+    return RecipeResult(model, preset_dir, history, evaluation, seconds)
+
+
+def _evaluate(model, preset_dir, val, dataset_info, recipe, strategy) -> dict:
+    from keras_deconvnet.evaluation import evaluate_methods
+    from keras_deconvnet.training.distributed import needs_custom_loop
+
+    if needs_custom_loop(strategy):
+        # Evaluated alone, outside the cluster (predict would need every worker).
+        from keras_deconvnet.models import load_segmenter
+
+        model = load_segmenter(str(preset_dir))
+    cardinality = int(val.cardinality())
+    return evaluate_methods(model, val.as_numpy_iterator(), dataset_info.num_classes,
+                            methods=recipe.evaluate,
+                            total=cardinality if cardinality >= 0 else None)

@@ -40,6 +40,9 @@ def quiet_when_command_line() -> None:
         return
     if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == "0" or "--verbose" in sys.argv:
         return
+    # TensorFlow's own INFO/WARNING logs after start-up (converters, sessions), in this
+    # process and the child processes of the exporters.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import_tensorflow_quietly()
 
 

@@ -10,7 +10,6 @@ from keras_deconvnet.cli import CommandError
 from keras_deconvnet.cli.common import (
     add_dataset_args,
     build_dataset,
-    dataset_length,
     write_json,
 )
 
@@ -196,21 +195,19 @@ def _lost_worker_errors() -> tuple:
 
 
 def _train(args, config, strategy) -> int:
-    from keras_deconvnet.cli.evaluate import comparison_table
-    from keras_deconvnet.evaluation import evaluate_methods
-    from keras_deconvnet.recipes import train_recipe
+    from keras_deconvnet.evaluation import comparison_table
+    from keras_deconvnet.recipes import RecipeConfig, train_recipe
     from keras_deconvnet.training import is_chief
-    from keras_deconvnet.training.distributed import needs_custom_loop, worker_info
+    from keras_deconvnet.training.distributed import worker_info
 
     train, info = build_dataset(args, args.split)
     val = build_dataset(args, args.val_split)[0] if args.val_split else None
-    result = train_recipe(
-        train, val, info.num_classes, args.out, config, architecture=args.arch,
-        preset=args.preset, crop_size=args.crop_size, model_path=args.model,
-        vgg16_weights=args.vgg16_weights, strategy=strategy, seed=args.seed,
-        class_names=info.class_names, palette=info.palette[: info.num_classes].tolist(),
-        proposals=_proposals(args), decoder_initializer=args.decoder_init,
+    recipe = RecipeConfig(
+        architecture=args.arch, preset=args.preset, crop_size=args.crop_size,
+        model_path=args.model, vgg16_weights=args.vgg16_weights,
+        decoder_initializer=args.decoder_init, proposals=_proposals(args), seed=args.seed,
     )
+    result = train_recipe(train, val, info, args.out, config, recipe, strategy=strategy)
     task_type, task_id, workers = worker_info(strategy)
     worker = f"{task_type} {task_id}" if task_type else "single worker"
     # Every worker prints it: equal digests mean the workers ended with equal weights.
@@ -224,19 +221,10 @@ def _train(args, config, strategy) -> int:
         "history": result.history,
         "workers": workers,
     }
-    if val is not None:
-        model = result.model
-        if needs_custom_loop(strategy):
-            # Evaluated alone, outside the cluster (predict would need every worker).
-            from keras_deconvnet.models import load_segmenter
-
-            model = load_segmenter(str(result.model_path))
-        evaluation = evaluate_methods(model, val.as_numpy_iterator(),
-                                      info.num_classes, methods=("whole",),
-                                      total=dataset_length(val))
+    if result.evaluation is not None:
         print(f"\nValidation ({args.dataset}/{args.val_split}, whole-image inference):")
-        print(comparison_table(evaluation, ["whole"], info.class_names))
-        summary["validation"] = evaluation["whole"]
+        print(comparison_table(result.evaluation, ["whole"], info.class_names))
+        summary["validation"] = result.evaluation["whole"]
     path = write_json(summary, f"{args.out}/train_summary.json")
     print(f"\nModel: {result.model_path}\nSummary: {path}\n"
           f"TensorBoard: tensorboard --logdir {args.out}")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from training.two_stage_test import StageConfig, learnable_data, quick_config, small_model
 
-from keras_deconvnet.recipes import build_model_fn, stage2_proposals
+from keras_deconvnet.recipes import RecipeConfig, build_model_fn, stage2_proposals
 from keras_deconvnet.training import (
     ClassWeightedCrossentropy,
     median_frequency_weights,
@@ -105,14 +105,17 @@ def test_class_balancing_in_training_is_kept_on_resume(tmp_path):
 
 def test_recipe_models_and_proposals(tmp_path):
     # The FCN-8s path builds the FCN-8s family's configuration at the crop size.
-    fcn = build_model_fn("fcn8s", None, num_classes=4, crop_size=64)()
+    fcn = build_model_fn(RecipeConfig("fcn8s", crop_size=64), num_classes=4)()
     assert type(fcn).__name__ == "FCN8sImageSegmenter"
     assert fcn.output_shape == (None, 64, 64, 4)
-    glorot = build_model_fn("deconvnet", None, 4, 96, decoder_initializer="glorot")()
+    glorot = build_model_fn(RecipeConfig(crop_size=96, decoder_initializer="glorot"), 4)()
     assert glorot.backbone.decoder_initializer == "glorot"
-    assert build_model_fn("deconvnet", None, 4, 96)().backbone.decoder_initializer == "caffe"
+    default = build_model_fn(RecipeConfig(crop_size=96), 4)()
+    assert default.backbone.decoder_initializer == "caffe"
     with pytest.raises(ValueError, match="decoder_initializer"):
-        build_model_fn("fcn8s", None, 4, 64, decoder_initializer="caffe")
+        RecipeConfig("fcn8s", crop_size=64, decoder_initializer="caffe")
+    with pytest.raises(ValueError, match="architecture"):
+        RecipeConfig("segnet")
     # Stage-2 proposals: sliding windows by default, EdgeBoxes files from a folder.
     assert type(stage2_proposals(None)).__name__ == "SlidingWindowProposals"
     np.savetxt(tmp_path / "img1.txt", [[1, 1, 5, 4, 0.9]])

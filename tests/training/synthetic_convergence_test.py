@@ -6,7 +6,7 @@ import pytest
 from keras_deconvnet.data import SYNTHETIC_INFO, synthetic_dataset
 from keras_deconvnet.evaluation import InferenceConfig, evaluate_methods
 from keras_deconvnet.metrics import confusion_matrix, iou_from_confusion
-from keras_deconvnet.recipes import train_recipe
+from keras_deconvnet.recipes import RecipeConfig, train_recipe
 from keras_deconvnet.training import TrainingConfig
 
 
@@ -18,8 +18,8 @@ def test_small_configuration_beats_all_background_by_far(tmp_path):
     config = TrainingConfig(stage1={**stage, "epochs": 3}, stage2={**stage, "epochs": 8},
                             gradient_accumulation_steps=None, batchnorm_batches=20,
                             batchnorm_batch_size=8, tensorboard=False, verbose=0)
-    result = train_recipe(train, val, SYNTHETIC_INFO.num_classes, tmp_path, config,
-                          crop_size=96, seed=0)
+    result = train_recipe(train, val, SYNTHETIC_INFO, tmp_path, config,
+                          RecipeConfig(crop_size=96, seed=0, evaluate=()))
     examples = list(val.as_numpy_iterator())
     scores = evaluate_methods(result.model, examples, SYNTHETIC_INFO.num_classes,
                               methods=("whole", "proposals"),
