@@ -82,7 +82,8 @@ def export_onnx(
     shape, num_classes = common.segmentation_shapes(model, image_shape)
     import onnx
     import tf2onnx
-    from keras.src.export.tf2onnx_lib import patch_tf2onnx
+
+    from keras_deconvnet.private_apis import patch_tf2onnx
 
     with warnings.catch_warnings():  # its `hasattr(np, "object")` warns on numpy 2
         warnings.simplefilter("ignore", FutureWarning)

@@ -365,17 +365,16 @@ def _quantize_int8(float_model: bytes, batches: np.ndarray, int8_io: str) -> byt
     also adds intermediate tensors for LSTM-like fused ops first; a segmenter has
     none, and that step alone copied the 1 GB paper model four times.
     """
-    from tensorflow.lite.python import convert as tflite_convert
-    from tensorflow.lite.python.optimize import calibrator
+    from keras_deconvnet import private_apis
 
     def samples():
         for batch in batches:
             yield [batch]
 
-    calibrated = calibrator.Calibrator(bytes(float_model)).calibrate(samples)
+    calibrated = private_apis.tflite_calibrator()(bytes(float_model)).calibrate(samples)
     del float_model
     io_type = {"uint8": tf.uint8, "int8": tf.int8, "float": tf.float32}[int8_io]
-    return tflite_convert.mlir_quantize(
+    return private_apis.tflite_mlir_quantize()(
         calibrated, input_data_type=io_type, output_data_type=io_type
     )
 

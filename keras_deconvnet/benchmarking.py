@@ -886,7 +886,9 @@ ABLATION_VARIANTS = ("ours", "ours_xla_layers", "reference", "no_switches")
 def profile_child(payload: dict) -> dict:
     """In a subprocess (one op at a time, so op times add up): trace + ablation."""
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+    from keras_deconvnet.private_apis import xplane_pb2
+
+    xplane_pb2 = xplane_pb2()
 
     from keras_deconvnet.layers import MaxPoolWithArgmax, Unpool
 

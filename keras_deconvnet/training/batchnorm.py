@@ -32,11 +32,19 @@ import tensorflow as tf
 METHODS = ("caffe", "population")
 
 
+def _all_layers(model):
+    """Every layer of `model`, those of nested models (a segmenter's backbone) too."""
+    for layer in model.layers:
+        yield layer
+        if isinstance(layer, keras.Model):
+            yield from _all_layers(layer)
+
+
 def batchnorm_layers(model: keras.Model) -> list:
     """Every `BatchNormalization` layer of `model`, nested models included."""
     return [
         layer
-        for layer in model._flatten_layers(include_self=False, recursive=True)
+        for layer in _all_layers(model)
         if isinstance(layer, keras.layers.BatchNormalization)
     ]
 

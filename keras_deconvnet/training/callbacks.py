@@ -20,6 +20,8 @@ import warnings
 
 import keras
 
+from keras_deconvnet import private_apis
+
 try:  # POSIX; elsewhere the lock is skipped with a warning.
     import fcntl
 except ImportError:  # pragma: no cover
@@ -392,7 +394,7 @@ class EpochBackup(keras.callbacks.Callback):
         self._batches = 0
         # Read by `fit` right after `on_train_begin` (Keras's BackupAndRestore does
         # the same); cleared in `on_train_end`.
-        self.model._initial_epoch = self.restored_epoch or None
+        private_apis.set_initial_epoch(self.model, self.restored_epoch or None)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -409,7 +411,7 @@ class EpochBackup(keras.callbacks.Callback):
             self.save(self.model, epoch + 1)
 
     def on_train_end(self, logs=None):
-        self.model._initial_epoch = None
+        private_apis.set_initial_epoch(self.model, None)
 
 
 def read_history(path: str) -> dict:

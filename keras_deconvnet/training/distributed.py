@@ -25,6 +25,8 @@ import os
 import keras
 import tensorflow as tf
 
+from keras_deconvnet import private_apis
+
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
 
@@ -284,7 +286,7 @@ class DistributedLoop:
         )
         model.stop_training = False
         callbacks.on_train_begin()
-        initial_epoch = model._initial_epoch or 0
+        initial_epoch = private_apis.initial_epoch(model)
         # As `fit`: with `steps_per_epoch` one iterator runs on across epochs.
         iterator = iter(distributed) if steps_per_epoch else None
         logs = {}
@@ -306,7 +308,7 @@ class DistributedLoop:
             if model.stop_training:
                 break
         callbacks.on_train_end(logs)
-        model._initial_epoch = None
+        private_apis.set_initial_epoch(model, None)
         return model.history
 
     def evaluate(self, distributed, steps: int | None = None) -> dict:

@@ -55,6 +55,7 @@ from collections.abc import Callable, Sequence
 import keras
 import tensorflow as tf
 
+from keras_deconvnet import private_apis
 from keras_deconvnet.metrics import MeanIoU
 from keras_deconvnet.training.batchnorm import (
     batchnorm_layers,
@@ -513,6 +514,9 @@ class _Run:
     chief: bool
     validation: tf.data.Dataset | None
     extra_callbacks: list
+    # What the model was last compiled for: a later stage with the same key resets
+    # the optimizer instead of compiling (and tracing) again.
+    compile_key: tuple | None = None
 
     @property
     def plateau_monitor(self) -> str:
@@ -547,7 +551,7 @@ class _StageRunner:
         if run.chief:
             os.makedirs(stage.directory, exist_ok=True)
         self.compile()
-        run.model._initial_epoch = None  # never inherited from an earlier fit
+        private_apis.set_initial_epoch(run.model, None)  # never from an earlier fit
         history = HistoryLogger(os.path.join(stage.directory, "history.csv"),
                                 enabled=run.chief)
         self.fit([*self.callbacks(), history])
@@ -579,11 +583,11 @@ class _StageRunner:
         step = stage.config.lr_step_size if run.config.lr_schedule == "step" else None
         key = (id(run), None if class_weights is None else tuple(class_weights))
         with run.strategy.scope():
-            if getattr(run.model, "_deconvnet_compile_key", None) == key:
+            if run.compile_key == key:
                 run.model.optimizer.reset(stage.config.learning_rate, step)
                 return
             compile_for_training(run.model, run.config, stage.config, class_weights)
-        run.model._deconvnet_compile_key = key
+        run.compile_key = key
 
     def fit(self, callbacks: list) -> None:
         run, stage = self.run, self.stage
@@ -601,7 +605,7 @@ class _StageRunner:
             else:
                 run.model.fit(stage.dataset, shuffle=False, **kwargs)
         finally:
-            run.model._initial_epoch = None
+            private_apis.set_initial_epoch(run.model, None)
 
     def class_weights(self) -> list[float] | None:
         run, stage = self.run, self.stage
