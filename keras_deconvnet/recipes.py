@@ -233,6 +233,9 @@ def build_model_fn(
         if recipe.model_path:
             return load_segmenter(recipe.model_path)
         image_shape = (recipe.crop_size, recipe.crop_size, 3)
+        if recipe.architecture == "fcn8s":
+            # Fully convolutional: trained on crops, run on the whole (padded) image.
+            image_shape = (None, None, 3)
         task = dict(class_names=class_names, palette=palette)
         if recipe.decoder_initializer is not None:
             backbone = DeconvNetBackbone.from_preset(
