@@ -1,6 +1,11 @@
-"""Benchmark scripts run from a checkout: `python -m benchmarks.suite [--quick]`.
+"""The benchmark engine behind `deconvnet benchmark` (also `python -m keras_deconvnet.benchmarks`).
 
-The shared code is `keras_deconvnet.benchmarking` (installed with the package, used by
-`deconvnet benchmark` too); `forward`, `data_pipeline` and `flops` are focused entry
-points kept for their earlier command lines.
+Installed as `keras_deconvnet.benchmarks`; one module per section, `config` (what is
+measured), `suite` (the run), `report` (tables, verdicts, JSON):
+
+- `machine`: the CPU, timing, the float32 matmul yardstick, child processes.
+- `forward`, `layers`, `training` (+ `pipelines`), `torch_reference`, `exported`,
+  `memory`, `profile`: the default sections.
+- `proposals`, `serving`, `soak` (+ `soak_requests`, `server_process`), `seeds`:
+  opt-in sections, run when named in `--sections`.
 """

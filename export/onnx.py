@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,7 +29,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_deconvnet.export import common
+from keras_deconvnet import atomic_io
+from keras_deconvnet.export import model_interface
 
 # tf2onnx 1.17 supports opsets up to 18; 17 is what onnxruntime and most converters
 # downstream (TensorRT, OpenVINO, CoreML tools) read without trouble.
@@ -79,7 +78,7 @@ def export_onnx(
     path = Path(path)
     if path.exists():
         raise FileExistsError(f"The output file already exists. Received: {path}")
-    shape, num_classes = common.segmentation_shapes(model, image_shape)
+    shape, num_classes = model_interface.segmentation_shapes(model, image_shape)
     import onnx
     import tf2onnx
 
@@ -88,7 +87,7 @@ def export_onnx(
     with warnings.catch_warnings():  # its `hasattr(np, "object")` warns on numpy 2
         warnings.simplefilter("ignore", FutureWarning)
         patch_tf2onnx()  # numpy 2 compatibility, as keras.Model.export(format="onnx")
-    probabilities = common.inference_function(model)
+    probabilities = model_interface.inference_function(model)
     variables = list(model.variables)
     names = _initializer_names(variables)
     spec = (
@@ -101,19 +100,13 @@ def export_onnx(
         with keras.StatelessScope(state_mapping=list(zip(variables, weights))):
             return {"probabilities": probabilities(images)}
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
-    try:
-        partial = staging / path.name
+    with atomic_io.replacing(path) as partial:
         proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset)
         _weights_to_initializers(proto, dict(zip(names, variables)))
         onnx.save(proto, str(partial))
         del proto
         if check:
             check_onnx(partial, shape, num_classes)
-        os.replace(partial, path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return path
 
 

@@ -39,7 +39,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_deconvnet.export import common
+from keras_deconvnet.export import model_interface
 from keras_deconvnet.inference import whole_image
 from keras_deconvnet.metrics import confusion_matrix, iou_from_confusion
 
@@ -266,7 +266,7 @@ def check_parity(
         raise ValueError(
             f"`images` must be RGB images (N, height, width, 3). Received: shape={images.shape}"
         )
-    _, num_classes = common.segmentation_shapes(model, images.shape[1:3])
+    _, num_classes = model_interface.segmentation_shapes(model, images.shape[1:3])
     if labels is not None:
         labels = np.asarray(labels)
         if labels.shape != images.shape[:3]:
@@ -279,7 +279,7 @@ def check_parity(
     thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
     miou_fn = miou_fn or mean_iou
 
-    inference = tf.function(common.inference_function(model))
+    inference = tf.function(model_interface.inference_function(model))
     keras_probs = inference(images).numpy()
     keras_labels = keras_probs.argmax(-1)
     reference = {
@@ -317,7 +317,7 @@ def check_parity(
             "format": name,
             "runtime": runtime_for(name),
             "path": str(path),
-            "size_bytes": common.file_size(path),
+            "size_bytes": model_interface.file_size(path),
             "max_prob_diff": float(np.max(np.abs(probs - keras_probs))),
             "label_agreement": agreement,
             "miou_vs_keras": miou_fn(keras_labels, predicted, num_classes),

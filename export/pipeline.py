@@ -39,7 +39,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_deconvnet.export import common, onnx, parity, saved_model, tflite
+from keras_deconvnet import atomic_io
+from keras_deconvnet.export import model_interface, onnx, parity, saved_model, tflite
 
 FORMATS = (
     "saved_model",
@@ -187,9 +188,9 @@ def export_all(
     formats = validate_formats(formats)
     if int8_io not in tflite.INT8_IO:
         raise ValueError(f"`int8_io` must be one of {tflite.INT8_IO}. Received: {int8_io!r}")
-    shape, num_classes = common.segmentation_shapes(model, image_shape)
-    output_dir = common.check_new_path(output_dir, "output directory")
-    config = common.export_config(model, shape, num_classes, class_names, name=name)
+    shape, num_classes = model_interface.segmentation_shapes(model, image_shape)
+    output_dir = atomic_io.check_new_directory(output_dir, "output directory")
+    config = model_interface.export_config(model, shape, num_classes, class_names, name=name)
     if "tflite_int8" in formats:
         if representative_data is None:
             warnings.warn(
@@ -212,7 +213,7 @@ def export_all(
     report = None
     tflite_formats = [fmt for fmt in formats if fmt.startswith("tflite_")]
     with contextlib.ExitStack() as stack:
-        staging = stack.enter_context(common.staged_directory(output_dir))
+        staging = stack.enter_context(atomic_io.staged_directory(output_dir))
         # One conversion SavedModel for every TFLite file (written once, streamed).
         source = stack.enter_context(
             tflite.conversion_saved_model(model, shape[:2])
@@ -248,7 +249,7 @@ def export_all(
             "int8_io": int8_io if "tflite_int8" in formats else None,
             "metadata": "MediaPipe ImageSegmenter (labels.txt inside)" if metadata else None,
         }
-        common.write_json(staging / "export_config.json", config)
+        atomic_io.write_json(staging / "export_config.json", config)
         if tflite_formats:
             table = tflite.format_op_table(
                 {fmt.removeprefix("tflite_"): paths[fmt] for fmt in tflite_formats}
@@ -265,6 +266,6 @@ def export_all(
             for row in report.rows:
                 if row["path"] is not None:  # saved_model_bytes: the SavedModel's
                     row["path"] = relative.get(row["format"], relative.get("saved_model"))
-            common.write_json(staging / "parity.json", report.to_json())
+            atomic_io.write_json(staging / "parity.json", report.to_json())
     paths = {fmt: final_dir / rel for fmt, rel in relative.items()}
     return ExportResult(final_dir, paths, report)

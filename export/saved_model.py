@@ -30,15 +30,14 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import keras
 import tensorflow as tf
 
-from keras_deconvnet.export import common
+from keras_deconvnet import atomic_io
+from keras_deconvnet.export import model_interface
 from keras_deconvnet.inference import whole_image
 
 SERVING_DEFAULT = "serving_default"
@@ -100,8 +99,8 @@ def export_saved_model(
         isinstance(version, bool) or not isinstance(version, int) or version < 1
     ):
         raise ValueError(f"`version` must be a positive int. Received: version={version!r}")
-    shape, num_classes = common.segmentation_shapes(model, image_shape)
-    config = common.export_config(
+    shape, num_classes = model_interface.segmentation_shapes(model, image_shape)
+    config = model_interface.export_config(
         model, shape, num_classes, class_names,
         format="saved_model",
         signatures={
@@ -136,15 +135,9 @@ def export_saved_model(
             f"or leave it unset for the next one. Received: {target}"
         )
     archive = _archive(model, shape)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{version}.partial-", dir=model_dir))
-    try:
+    with atomic_io.staged_directory(target) as staging:
         archive.write_out(str(staging), verbose=False)
-        common.write_json(staging / "export_config.json", config)
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        atomic_io.write_json(staging / "export_config.json", config)
     if write_models_config:
         write_model_config(base_dir)
     return target
@@ -152,7 +145,7 @@ def export_saved_model(
 
 def _archive(model, shape):
     height, width, channels = shape
-    probabilities = common.inference_function(model)
+    probabilities = model_interface.inference_function(model)
     logits = not whole_image.outputs_probabilities(model)
     resize = whole_image.image_converter(model, (height, width))
 
@@ -247,7 +240,5 @@ def write_model_config(
         for name in names
     )
     path = base_dir / "models.config"
-    partial = base_dir / ".models.config.partial"
-    partial.write_text(f"model_config_list {{\n{entries}}}\n")
-    os.replace(partial, path)
+    atomic_io.write_text(path, f"model_config_list {{\n{entries}}}\n")
     return path

@@ -65,7 +65,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_deconvnet.export import common, tflite_metadata
+from keras_deconvnet import atomic_io
+from keras_deconvnet.export import model_interface, tflite_metadata
 from keras_deconvnet.inference import whole_image
 from keras_deconvnet.layers import integer_switches
 
@@ -116,7 +117,7 @@ def _tf_variables(model: keras.Model) -> list:
 
 def _inference(model: keras.Model, include_preprocessing: bool) -> Callable:
     if include_preprocessing:
-        return common.inference_function(model)
+        return model_interface.inference_function(model)
 
     def bare(images):
         return model(images, training=False)
@@ -164,7 +165,7 @@ def conversion_saved_model(
     1.0
     """
     _check_batch_size(batch_size)
-    shape, _ = common.segmentation_shapes(model, image_shape)
+    shape, _ = model_interface.segmentation_shapes(model, image_shape)
     spec = tf.TensorSpec([batch_size, *shape], tf.float32, name="images")
     function = _inference(model, include_preprocessing)
     module = tf.Module()
@@ -250,7 +251,7 @@ def convert_to_tflite(
     """
     _check_options(quantization, int8_io)
     _check_batch_size(batch_size)
-    image_shape, _ = common.segmentation_shapes(model, image_shape)
+    image_shape, _ = model_interface.segmentation_shapes(model, image_shape)
     batches = None
     if quantization == "int8":
         if representative_data is None:
@@ -675,7 +676,7 @@ def add_metadata(
 
     detail = Interpreter(model_content=bytes(flatbuffer)).get_input_details()[0]
     size = (int(detail["shape"][1]), int(detail["shape"][2]))
-    _, num_classes = common.segmentation_shapes(model, size)
+    _, num_classes = model_interface.segmentation_shapes(model, size)
     labels = list(class_names or getattr(model, "class_names", None)
                   or [f"class_{i}" for i in range(num_classes)])
     if include_preprocessing:
@@ -683,7 +684,7 @@ def add_metadata(
         description = ("Semantic segmentation: RGB pixels 0-255 in (normalised inside), "
                        "per-pixel class probabilities out.")
     else:
-        config = common.preprocessing_config(model) or {}
+        config = model_interface.preprocessing_config(model) or {}
         scale = float(config.get("scale") or 1.0)
         offset = config.get("offset") or [0.0]
         offset = offset if isinstance(offset, (list, tuple)) else [offset]
@@ -749,8 +750,4 @@ def export_tflite(
             include_preprocessing=kwargs.get("include_preprocessing", True),
             name=path.stem,
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_bytes(flatbuffer)
-    os.replace(partial, path)
-    return path
+    return atomic_io.write_bytes(path, flatbuffer)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from keras_deconvnet.data.common import bitwise_palette
+from keras_deconvnet.labels import IGNORE_LABEL, bitwise_palette
 
 
 def full_palette(class_colours=None) -> np.ndarray:
@@ -78,7 +78,7 @@ def save_overlay(
     import matplotlib.pyplot as plt
 
     palette = np.asarray(voc_palette() if palette is None else palette, np.uint8)
-    present = [int(c) for c in np.unique(labels) if c != 255]
+    present = [int(c) for c in np.unique(labels) if c != IGNORE_LABEL]
     height, width = np.asarray(labels).shape
     fig_w = 10.5
     fig, axes = plt.subplots(1, 3, figsize=(fig_w, fig_w / 3 * height / width + 0.9))
@@ -141,7 +141,7 @@ def save_comparison(
     present = set()
     for r in range(rows):
         panels = [images[r], colorize(truths[r], palette)]
-        present.update(int(c) for c in np.unique(truths[r]) if c != 255)
+        present.update(int(c) for c in np.unique(truths[r]) if c != IGNORE_LABEL)
         for method in predictions:
             labels = predictions[method][r]
             present.update(int(c) for c in np.unique(labels))

@@ -9,8 +9,6 @@ import pkgutil
 
 import pytest
 
-import keras_deconvnet
-
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE | doctest.IGNORE_EXCEPTION_DETAIL
 
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from keras_deconvnet.atomic_io import write_json
 from keras_deconvnet.cli import CommandError
-from keras_deconvnet.cli.common import (
+from keras_deconvnet.cli.arguments import (
     add_dataset_args,
     add_inference_args,
     add_model_args,
@@ -16,7 +17,6 @@ from keras_deconvnet.cli.common import (
     dataset_length,
     inference_config_from_args,
     load_model,
-    write_json,
 )
 from keras_deconvnet.evaluation import comparison_table  # noqa: F401 (train imports it)
 
@@ -78,9 +78,8 @@ def run(args) -> int:
     print(comparison_table(results, args.methods, info.class_names))
     if args.out:
         out = Path(args.out)
-        write_json({"dataset": args.dataset, "split": args.split,
-                    "class_names": list(info.class_names), **results},
-                   out / "evaluation.json")
+        write_json(out / "evaluation.json", {"dataset": args.dataset, "split": args.split,
+                                             "class_names": list(info.class_names), **results})
         if not args.no_plots:
             for method in args.methods:
                 visualize.save_confusion_matrix(

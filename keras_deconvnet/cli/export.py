@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from keras_deconvnet.cli import CommandError
-from keras_deconvnet.cli.common import load_model
+from keras_deconvnet.cli.arguments import load_model
 from keras_deconvnet.export.pipeline import FORMATS
 from keras_deconvnet.export.tflite import DEFAULT_INT8_IO, INT8_IO
 

@@ -6,12 +6,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from keras_deconvnet.cli.common import (
+from keras_deconvnet.atomic_io import write_json
+from keras_deconvnet.cli.arguments import (
     add_inference_args,
     add_model_args,
     inference_config_from_args,
     load_model,
-    write_json,
 )
 
 
@@ -92,7 +92,7 @@ def run(args) -> int:
             "classes": [names[c] if c < len(names) else str(c) for c in present],
         })
         progress.update(i)
-    write_json({"predictions": results, "failures": failures}, out / "predictions.json")
+    write_json(out / "predictions.json", {"predictions": results, "failures": failures})
     print(f"{len(results)} image(s) segmented, {len(failures)} failed; "
           f"outputs and predictions.json in {out}")
     return 1 if failures else 0

@@ -6,11 +6,11 @@ import argparse
 import hashlib
 import json
 
+from keras_deconvnet.atomic_io import write_json
 from keras_deconvnet.cli import CommandError
-from keras_deconvnet.cli.common import (
+from keras_deconvnet.cli.arguments import (
     add_dataset_args,
     build_dataset,
-    write_json,
 )
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
@@ -225,7 +225,7 @@ def _train(args, config, strategy) -> int:
         print(f"\nValidation ({args.dataset}/{args.val_split}, whole-image inference):")
         print(comparison_table(result.evaluation, ["whole"], info.class_names))
         summary["validation"] = result.evaluation["whole"]
-    path = write_json(summary, f"{args.out}/train_summary.json")
+    path = write_json(f"{args.out}/train_summary.json", summary)
     print(f"\nModel: {result.model_path}\nSummary: {path}\n"
           f"TensorBoard: tensorboard --logdir {args.out}")
     return 0

@@ -32,13 +32,13 @@ Example:
 ((2, 64, 64, 3), 'int32')
 """
 
-from keras_deconvnet.data.common import (
+from keras_deconvnet.data.crops import stage1_crops, stage2_crops
+from keras_deconvnet.data.example_format import (
     IGNORE_LABEL,
     DatasetInfo,
     bitwise_palette,
     boxes_from_instance_mask,
 )
-from keras_deconvnet.data.crops import stage1_crops, stage2_crops
 from keras_deconvnet.data.pets import pets_dataset, pets_info, pets_to_common
 from keras_deconvnet.data.proposals import (
     FileProposals,

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from keras_deconvnet.data.common import IGNORE_LABEL
+from keras_deconvnet.data.example_format import IGNORE_LABEL
 from keras_deconvnet.data.proposals import box_iou, call_proposals
 
 

@@ -15,7 +15,12 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from keras_deconvnet.data.common import IGNORE_LABEL, DatasetInfo, bitwise_palette, tf_box_from_mask
+from keras_deconvnet.data.example_format import (
+    IGNORE_LABEL,
+    DatasetInfo,
+    bitwise_palette,
+    tf_box_from_mask,
+)
 
 PET_SPECIES = ("background", "cat", "dog")
 PET_BREEDS = (

@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from keras_deconvnet.data.common import (
+from keras_deconvnet.data.example_format import (
     IGNORE_LABEL,
     DatasetInfo,
     bitwise_palette,

@@ -41,7 +41,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from keras_deconvnet.data.common import DatasetInfo, boxes_from_instance_mask
+from keras_deconvnet.data.example_format import DatasetInfo, boxes_from_instance_mask
 from keras_deconvnet.labels import IGNORE_LABEL, VOC_CLASSES, bitwise_palette
 
 VOC_PALETTE = bitwise_palette()

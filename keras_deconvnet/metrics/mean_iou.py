@@ -20,6 +20,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_deconvnet.labels import IGNORE_LABEL
+
 
 def _check_num_classes(num_classes) -> int:
     if (
@@ -37,7 +39,7 @@ def confusion_matrix(
     labels: np.ndarray,
     predictions: np.ndarray,
     num_classes: int,
-    ignore_label: int | None = 255,
+    ignore_label: int | None = IGNORE_LABEL,
 ) -> np.ndarray:
     """Counts pixels per (ground truth, predicted) class pair, skipping void pixels.
 
@@ -270,7 +272,7 @@ class MeanIoU(keras.metrics.Metric):
     def __init__(
         self,
         num_classes: int,
-        ignore_class: int | None = 255,
+        ignore_class: int | None = IGNORE_LABEL,
         name: str = "mean_iou",
         dtype=None,
     ):

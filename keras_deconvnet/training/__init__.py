@@ -9,7 +9,6 @@ from keras_deconvnet.training.callbacks import (
     OutputDirLock,
     OutputDirLockedError,
     atomic_save_weights,
-    atomic_write_json,
     read_history,
 )
 from keras_deconvnet.training.distributed import DistributedLoop, get_strategy, is_chief
@@ -35,7 +34,6 @@ __all__ = [
     "StageConfig",
     "TrainingConfig",
     "atomic_save_weights",
-    "atomic_write_json",
     "build_optimizer",
     "compile_for_training",
     "get_strategy",

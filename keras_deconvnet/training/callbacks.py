@@ -15,12 +15,11 @@ import json
 import math
 import os
 import re
-import tempfile
 import warnings
 
 import keras
 
-from keras_deconvnet import private_apis
+from keras_deconvnet import atomic_io, private_apis
 
 try:  # POSIX; elsewhere the lock is skipped with a warning.
     import fcntl
@@ -37,7 +36,7 @@ class OutputDirLockedError(RuntimeError):
 
 
 def atomic_save_weights(model: keras.Model, filepath: str) -> None:
-    """`model.save_weights(filepath)` through a temporary file and `os.replace`.
+    """`model.save_weights(filepath)` through a temporary file (`atomic_io.replacing`).
 
     A kill while writing leaves the previous file (or none), never a half-written
     one.
@@ -62,49 +61,8 @@ def atomic_save_weights(model: keras.Model, filepath: str) -> None:
         raise ValueError(
             f"`filepath` must end in `.weights.h5`. Received: filepath={filepath!r}"
         )
-    directory = os.path.dirname(os.path.abspath(filepath))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".weights.h5")
-    os.close(fd)
-    try:
+    with atomic_io.replacing(filepath) as tmp:
         model.save_weights(tmp, overwrite=True)
-        os.replace(tmp, filepath)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def atomic_write_text(text: str, filepath: str) -> None:
-    """Writes `text` to `filepath` through a temporary file, fsync and `os.replace`."""
-    filepath = os.fspath(filepath)
-    directory = os.path.dirname(os.path.abspath(filepath))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-",
-                               suffix=os.path.splitext(filepath)[1])
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, filepath)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def atomic_write_json(data: dict, filepath: str) -> None:
-    """Writes `data` as JSON through a temporary file and `os.replace`.
-
-    Args:
-        data: a JSON-serialisable dict.
-        filepath: destination.
-
-    Example:
-
-    >>> import tempfile
-    >>> atomic_write_json({"epoch": 3}, tempfile.mkdtemp() + "/state.json")
-    """
-    atomic_write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", filepath)
 
 
 def read_json_file(path: str, what: str = "state file") -> dict:
@@ -247,10 +205,8 @@ class AtomicCheckpoint(keras.callbacks.Callback):
         if self._improved(value):
             self.best = value
             atomic_save_weights(self.model, self.best_path)
-            atomic_write_json(
-                {"monitor": self.monitor, "value": value, "epoch": epoch + 1},
-                self.best_info_path,
-            )
+            atomic_io.write_json(self.best_info_path,
+                                 {"monitor": self.monitor, "value": value, "epoch": epoch + 1})
 
 
 _BACKUP_NAME = re.compile(r"^ckpt-(\d{6})\.json$")
@@ -381,7 +337,7 @@ class EpochBackup(keras.callbacks.Callback):
         record = {"epoch": int(epoch)}
         if batch is not None:
             record["batch"] = int(batch)
-        atomic_write_json(record, f"{stem}.json")  # After the weights: marks them whole.
+        atomic_io.write_json(f"{stem}.json", record)  # After the weights: marks them whole.
         for _, weights_path, json_path in existing[self.keep - 1:]:
             for path in (json_path, weights_path):  # json first: never a lone record.
                 with contextlib.suppress(FileNotFoundError):
@@ -541,7 +497,7 @@ class HistoryLogger(keras.callbacks.Callback):
             values = self.rows[number]
             writer.writerow([number, *(repr(values[k]) if k in values else "nan"
                                        for k in keys)])
-        atomic_write_text(out.getvalue(), self.path)
+        atomic_io.write_text(self.path, out.getvalue())
 
 
 class OutputDirLock:

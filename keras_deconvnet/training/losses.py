@@ -17,7 +17,7 @@ import keras
 import numpy as np
 from keras import ops
 
-IGNORE_LABEL = 255
+from keras_deconvnet.labels import IGNORE_LABEL
 
 
 @keras.saving.register_keras_serializable(package="keras_deconvnet")

@@ -55,7 +55,8 @@ from collections.abc import Callable, Sequence
 import keras
 import tensorflow as tf
 
-from keras_deconvnet import private_apis
+from keras_deconvnet import atomic_io, private_apis
+from keras_deconvnet.labels import IGNORE_LABEL
 from keras_deconvnet.metrics import MeanIoU
 from keras_deconvnet.training.batchnorm import (
     batchnorm_layers,
@@ -68,7 +69,6 @@ from keras_deconvnet.training.callbacks import (
     HistoryLogger,
     OutputDirLock,
     atomic_save_weights,
-    atomic_write_json,
     load_first_readable,
     read_history,
     read_json_file,
@@ -92,7 +92,6 @@ __all__ = [
     "train_two_stage",
 ]
 
-IGNORE_LABEL = 255
 LR_SCHEDULES = ("plateau", "step", "constant")
 ENGINES = ("auto", "fit", "loop")
 CLASS_BALANCING = (None, "median_frequency")
@@ -333,7 +332,7 @@ class TrainingConfig:
 
     def save(self, path: str) -> None:
         """Writes the config as JSON (atomically)."""
-        atomic_write_json(self.to_dict(), path)
+        atomic_io.write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str) -> TrainingConfig:
@@ -562,11 +561,9 @@ class _StageRunner:
             )
         if run.chief:
             atomic_save_weights(run.model, stage.final)
-            atomic_write_json(
-                {"stage": stage.name, "epochs": stage.config.epochs,
-                 "config": dataclasses.asdict(stage.config)},
-                stage.marker,
-            )
+            atomic_io.write_json(stage.marker, {"stage": stage.name,
+                                                "epochs": stage.config.epochs,
+                                                "config": dataclasses.asdict(stage.config)})
             shutil.rmtree(self.backup_dir, ignore_errors=True)
         return history.history()
 
@@ -620,8 +617,8 @@ class _StageRunner:
             stage.dataset.as_numpy_iterator(), run.model.output_shape[-1],
             run.config.class_balancing_batches, IGNORE_LABEL)
         if run.chief:
-            atomic_write_json({"class_weights": weights,
-                               "method": run.config.class_balancing}, path)
+            atomic_io.write_json(path, {"class_weights": weights,
+                                        "method": run.config.class_balancing})
         return weights
 
     def callbacks(self) -> list:
@@ -688,8 +685,9 @@ def _recompute_batchnorm(run: _Run, stage: _Stage) -> bool:
         unbiased=config.batchnorm_unbiased)
     if run.chief:
         atomic_save_weights(run.model, final)
-        atomic_write_json({"batches": used, "batch_size": config.batchnorm_batch_size,
-                           "unbiased": config.batchnorm_unbiased}, marker)
+        atomic_io.write_json(marker, {"batches": used,
+                                      "batch_size": config.batchnorm_batch_size,
+                                      "unbiased": config.batchnorm_unbiased})
     return True
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from keras_deconvnet.export import common, export_saved_model, next_version
+from keras_deconvnet.export import export_saved_model, model_interface, next_version
 from keras_deconvnet.inference import whole_image
 
 # Runs in a fresh interpreter: plain TensorFlow, keras_deconvnet never imported.
@@ -79,7 +79,7 @@ def test_saved_model_loads_and_runs_without_keras_deconvnet(trained, exported, t
     assert info["imported"] == []
 
     out = np.load(tmp_path / "data_out.npz")
-    expected = common.inference_function(model)(rgb[None].astype(np.float32)).numpy()
+    expected = model_interface.inference_function(model)(rgb[None].astype(np.float32)).numpy()
     np.testing.assert_allclose(out["probabilities"], expected, atol=1e-5)
     np.testing.assert_array_equal(out["labels"], expected.argmax(-1))
     # Bytes: the image at the model's size gives the dense signature's labels; other
@@ -135,7 +135,7 @@ def test_served_labels_agree_with_local_inference(trained, exported):
 
     old, local = [], []
     for image in images:
-        small = common.inference_function(model)(
+        small = model_interface.inference_function(model)(
             tf.image.resize(image[None].astype(np.float32), model.input_shape[1:3])
         ).numpy().argmax(-1)[..., None]
         old.append(tf.image.resize(small, image.shape[:2], "nearest").numpy().ravel())

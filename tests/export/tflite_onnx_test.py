@@ -13,10 +13,10 @@ import tensorflow as tf
 from keras_deconvnet.export import (
     TFLITE_GPU_OPS,
     check_gpu_ops,
-    common,
     convert_to_tflite,
     export_onnx,
     export_tflite,
+    model_interface,
     synthetic_images,
     tflite_ops,
 )
@@ -185,7 +185,7 @@ def test_runtimes_load_without_tensorflow(trained, exported, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
     out = np.load(tmp_path / "images_out.npz")
-    expected = common.inference_function(model)(images).numpy()
+    expected = model_interface.inference_function(model)(images).numpy()
     labels = expected.argmax(-1)
     # Float formats: same labels on every pixel of the test batch.
     for name in ("onnx", "deconvnet_float32.tflite"):

@@ -1,14 +1,11 @@
-"""`benchmarks/serving_soak.py --quick`: mixed good and bad requests, no wrong answer."""
+"""`deconvnet benchmark --sections soak --quick`: mixed good and bad requests, no wrong answer."""
 
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
-
-SOAK = Path(__file__).resolve().parents[2] / "benchmarks" / "serving_soak.py"
 
 
 @pytest.mark.slow
@@ -16,16 +13,18 @@ def test_quick_soak_has_no_wrong_or_unexpected_answer(export_base, tmp_path, uti
     report_path = tmp_path / "soak.json"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     result = subprocess.run(
-        [sys.executable, str(SOAK), "--quick", "--requests", "160",
-         "--model-base", str(export_base), "--name", util.MODEL, "--json", str(report_path)],
+        [sys.executable, "-m", "keras_deconvnet.benchmarks", "--sections", "soak", "--quick",
+         "--requests", "160", "--model-base", str(export_base), "--model-name", util.MODEL,
+         "--json", str(report_path)],
         capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env,
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    report = json.loads(report_path.read_text())
+    report = json.loads(report_path.read_text())["soak"]
     outcomes = report["outcomes"]
     assert set(outcomes) <= {"ok", "refused_as_expected"}, report["examples"]
     assert outcomes["ok"] > 0 and outcomes["refused_as_expected"] > 0
-    assert sum(outcomes.values()) == 160 and report["server_alive"]
+    assert sum(outcomes.values()) == 160 and report["server_alive"] and report["passed"]
     rss = report["rss_mb"]
     assert 0 < rss["start"] <= rss["peak"]
     assert {"25%", "50%", "75%", "100%"} <= set(rss)
+    assert "## Soak: 160 requests" in result.stdout

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_deconvnet.data.common import (
+from keras_deconvnet.data.example_format import (
     DatasetInfo,
     bitwise_palette,
     boxes_from_instance_mask,

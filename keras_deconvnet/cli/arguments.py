@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-from pathlib import Path
 
 from keras_deconvnet.cli import CommandError
 
@@ -93,13 +91,6 @@ def build_dataset(args, split: str | None = None):
     if args.num_examples:
         ds = ds.take(args.num_examples)
     return ds, info
-
-
-def write_json(data: dict, path: str | os.PathLike) -> Path:
-    """Writes JSON atomically (temp file + rename); NaN becomes null."""
-    from keras_deconvnet.atomic_io import write_json as write
-
-    return write(path, data)
 
 
 def add_inference_args(parser: argparse.ArgumentParser) -> None:

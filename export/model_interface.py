@@ -1,4 +1,4 @@
-"""Shared pieces of the exporters: model checks, the inference function, atomic writes.
+"""What every exported format shares: the input shapes, the inference function, the config.
 
 Every exported artefact (SavedModel, TFLite, ONNX) runs the same computation, built
 by `inference_function`: RGB float images in [0, 255] -> the segmenter's own image
@@ -9,18 +9,15 @@ the format.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
 
+from keras_deconvnet.atomic_io import jsonable
 from keras_deconvnet.inference.proposals import preprocessor_of
 from keras_deconvnet.inference.whole_image import image_converter, outputs_probabilities
 
@@ -148,7 +145,7 @@ def export_config(
                 f"Received: {len(class_names)} names"
             )
     try:
-        model_config = json.loads(json.dumps(model.get_config(), default=_jsonable))
+        model_config = json.loads(json.dumps(jsonable(model.get_config()), default=str))
     except (NotImplementedError, TypeError):
         model_config = None
     return {
@@ -167,56 +164,6 @@ def export_config(
         "keras_version": keras.__version__,
         **extra,
     }
-
-
-def _jsonable(value):
-    if isinstance(value, tuple):
-        return list(value)
-    if isinstance(value, np.generic):
-        return value.item()
-    return str(value)
-
-
-def write_json(path: str | os.PathLike, data) -> Path:
-    """Writes `data` as indented JSON, atomically (temporary file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")
-    os.replace(partial, path)
-    return path
-
-
-def check_new_path(path: str | os.PathLike, what: str = "path") -> Path:
-    """Raises if `path` is a file or a non-empty directory."""
-    path = Path(path)
-    if path.is_file() or (path.is_dir() and any(path.iterdir())):
-        raise FileExistsError(
-            f"The {what} already exists and is not empty; choose another or remove it. "
-            f"Received: {path}"
-        )
-    return path
-
-
-@contextlib.contextmanager
-def staged_directory(target: str | os.PathLike) -> Iterator[Path]:
-    """Yields a temporary sibling of `target` that becomes `target` on success.
-
-    The directory is created next to `target` (same file system, so the final
-    `os.replace` is atomic) and removed if the block raises: a failed export leaves
-    nothing behind. `target` must not exist or be an empty directory.
-    """
-    target = check_new_path(target, "output directory")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
-    try:
-        yield staging
-        if target.is_dir():
-            target.rmdir()  # empty, checked above
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def file_size(path: str | os.PathLike) -> int:
