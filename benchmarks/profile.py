@@ -120,26 +120,16 @@ def _variant_calls(variant: str) -> tuple[Callable, Callable]:
 ABLATION_VARIANTS = ("ours", "ours_xla_layers", "reference", "no_switches")
 
 
-def profile_child(payload: dict) -> dict:
-    """In a subprocess (one op at a time, so op times add up): trace + ablation."""
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-    from keras_deconvnet.private_apis import xplane_pb2
-
-    xplane_pb2 = xplane_pb2()
-
+def _ablation(payload: dict, x: tf.Tensor) -> list:
+    """The same network with other pooling/unpooling implementations, ms per batch."""
     from keras_deconvnet.layers import MaxPoolWithArgmax, Unpool
 
-    preset, batch, size = payload["preset"], payload["batch"], payload["image_size"]
-    x = tf.constant(random_images(batch, size))
-    result: dict = {"preset": preset, "batch": batch, "inter_op_threads": 1}
-
-    # Ablation: the same network with other pooling/unpooling implementations.
-    ablation = []
+    rows = []
     original = MaxPoolWithArgmax.call, Unpool.call
     for variant in payload["variants"]:
         MaxPoolWithArgmax.call, Unpool.call = _variant_calls(variant)
         try:
-            model = build_model(preset, size)
+            model = build_model(payload["preset"], payload["image_size"])
             fn = tf.function(lambda t, m=model: m(t, training=False))
             fn(x).numpy()
             timing = time_runs(lambda f=fn: f(x).numpy(), payload["warmup"],
@@ -147,37 +137,38 @@ def profile_child(payload: dict) -> dict:
                                payload["max_repeats"])
         finally:
             MaxPoolWithArgmax.call, Unpool.call = original
-        ablation.append({"variant": variant, "seconds_per_batch": timing["median_s"]})
+        rows.append({"variant": variant, "seconds_per_batch": timing["median_s"]})
         del model, fn
         keras.backend.clear_session()
-    base = next((a["seconds_per_batch"] for a in ablation if a["variant"] == "ours"), None)
-    for row in ablation:
+    base = next((r["seconds_per_batch"] for r in rows if r["variant"] == "ours"), None)
+    for row in rows:
         row["vs_ours"] = row["seconds_per_batch"] / base if base else None
-    result["ablation"] = ablation
+    return rows
 
-    model = build_model(preset, size)
-    kinds = _layer_kinds(model)
-    fn = tf.function(lambda t: model(t, training=False))
-    fn(x).numpy()
-    fn(x).numpy()
-    steps = 2
+
+def _trace(fn: Callable[[], object], steps: int):
+    """Runs `fn` `steps` times under the TensorFlow profiler: (XSpace, wall s/step)."""
+    from keras_deconvnet.private_apis import xplane_pb2
+
+    space = xplane_pb2().XSpace()
     directory = tempfile.mkdtemp(prefix="deconvnet-profile-")
     try:
         tf.profiler.experimental.start(directory)
         start = time.perf_counter()
         for _ in range(steps):
-            fn(x).numpy()
+            fn()
         wall = (time.perf_counter() - start) / steps
         tf.profiler.experimental.stop()
         files = glob.glob(os.path.join(directory, "**", "*.xplane.pb"), recursive=True)
-        space = xplane_pb2.XSpace()
         with open(files[0], "rb") as f:
             space.ParseFromString(f.read())
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-    by_type: dict = defaultdict(float)
-    by_kind: dict = defaultdict(float)
-    by_layer: dict = defaultdict(float)
+    return space, wall
+
+
+def _op_events(space):
+    """`(op_name, op_type, duration_ps)` of every op the CPU compute threads ran."""
     for plane in space.planes:
         if not plane.name.startswith("/host:CPU"):
             continue
@@ -192,23 +183,44 @@ def profile_child(payload: dict) -> dict:
                 if ":" not in name or "::" in name:
                     continue
                 op_name, op_type = name.rsplit(":", 1)
-                seconds = event.duration_ps / 1e12 / steps
-                layer = _layer_of(op_name, op_type, kinds)
-                by_type[op_type] += seconds
-                by_kind[kinds.get(layer, "other")] += seconds
-                by_layer[layer or "other"] += seconds
+                yield op_name, op_type, event.duration_ps
+
+
+def profile_child(payload: dict) -> dict:
+    """In a subprocess (one op at a time, so op times add up): trace + ablation."""
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    preset, batch, size = payload["preset"], payload["batch"], payload["image_size"]
+    x = tf.constant(random_images(batch, size))
+    ablation = _ablation(payload, x)
+
+    model = build_model(preset, size)
+    kinds = _layer_kinds(model)
+    fn = tf.function(lambda t: model(t, training=False))
+    fn(x).numpy()
+    fn(x).numpy()
+    steps = 2
+    space, wall = _trace(lambda: fn(x).numpy(), steps)
+    by_type: dict = defaultdict(float)
+    by_kind: dict = defaultdict(float)
+    by_layer: dict = defaultdict(float)
+    for op_name, op_type, duration_ps in _op_events(space):
+        seconds = duration_ps / 1e12 / steps
+        layer = _layer_of(op_name, op_type, kinds)
+        by_type[op_type] += seconds
+        by_kind[kinds.get(layer, "other")] += seconds
+        by_layer[layer or "other"] += seconds
     total = sum(by_type.values()) or 1.0
 
     def table(values, top=None):
         items = sorted(values.items(), key=lambda kv: -kv[1])[:top]
         return [{"name": k, "seconds": v, "share": v / total} for k, v in items]
 
-    result.update({
+    return {
+        "preset": preset, "batch": batch, "inter_op_threads": 1, "ablation": ablation,
         "wall_seconds_per_batch": wall, "op_seconds_per_batch": total,
         "by_kind": table(by_kind), "by_op_type": table(by_type, 15),
         "by_layer": table(by_layer, 15),
-    })
-    return result
+    }
 
 
 def bench_profile(config: SuiteConfig, log=print) -> dict:

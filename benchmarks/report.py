@@ -15,31 +15,32 @@ def _verdict(name, value, target, higher_is_better, detail, unit="x") -> dict:
             "met": met, "detail": detail}
 
 
-def compute_verdicts(results: dict) -> list:
-    """The four tracked targets from one run's results (`None` where not measured)."""
-    verdicts = []
+def _forward_verdict(results: dict) -> dict:
     forward = [r for r in results.get("forward", []) if r["dtype"] == "float32"]
-
     paper_b4 = [r for r in forward if r["preset"] == PAPER and r["batch"] == 4]
     best = min(paper_b4, key=lambda r: r["seconds_per_batch"], default=None)
-    verdicts.append(_verdict(
+    return _verdict(
         "paper forward, batch 4, fraction of float32 matmul",
         best and best["fraction_of_matmul"], TARGETS["paper_forward_fraction_of_matmul"], True,
         best and f"{best['mode']}: {best['gflops_per_second']:.1f} GFLOP/s vs matmul "
                  f"{results.get('matmul', {}).get('peak_gflops') or 0:.1f}", unit="",
-    ))
+    )
 
+
+def _layers_verdict(results: dict) -> dict:
     layers = results.get("layers", [])
+    value = detail = None
     if layers:
         ours = sum(r["ours_forward_backward_s"] for r in layers)
         ref = sum(r["reference_forward_backward_s"] for r in layers)
-        value, detail = ours / ref, (f"sum over {len(layers)} settings: {ours * 1e3:.1f} ms vs "
-                                     f"{ref * 1e3:.1f} ms")
-    else:
-        value, detail = None, None
-    verdicts.append(_verdict("pool+unpool cost vs argmax+scatter (fwd+bwd)", value,
-                             TARGETS["layers_vs_reference"], False, detail))
+        value = ours / ref
+        detail = f"sum over {len(layers)} settings: {ours * 1e3:.1f} ms vs {ref * 1e3:.1f} ms"
+    return _verdict("pool+unpool cost vs argmax+scatter (fwd+bwd)", value,
+                    TARGETS["layers_vs_reference"], False, detail)
 
+
+def _torch_verdict(results: dict) -> dict:
+    forward = [r for r in results.get("forward", []) if r["dtype"] == "float32"]
     torch_rows = results.get("torch", {}).get("rows", [])
     value = detail = None
     for preset in (PAPER, EDGE):
@@ -53,9 +54,11 @@ def compute_verdicts(results: dict) -> list:
             break
     if not torch_rows:
         detail = results.get("torch", {}).get("skipped", "not measured")
-    verdicts.append(_verdict("speed vs PyTorch at batch 1", value,
-                             TARGETS["speedup_vs_torch"], True, detail))
+    return _verdict("speed vs PyTorch at batch 1", value, TARGETS["speedup_vs_torch"], True,
+                    detail)
 
+
+def _int8_verdict(results: dict) -> dict:
     exported = results.get("exported", {}).get("rows", [])
     int8 = [r for r in exported if r["runtime"] == "litert" and r["variant"] == "int8"]
     keras_rows = [r for r in exported if r["runtime"] == "keras"]
@@ -67,18 +70,28 @@ def compute_verdicts(results: dict) -> list:
         detail = (f"{results['exported']['preset']}: Keras {kbest['variant']} "
                   f"{kbest['seconds_per_image'] * 1e3:.1f} ms vs TFLite int8 "
                   f"{int8[0]['seconds_per_image'] * 1e3:.1f} ms on {cpu}")
-    verdicts.append(_verdict("edge TFLite int8 vs Keras float32 at batch 1", value,
-                             TARGETS["tflite_int8_speedup"], True, detail))
+    return _verdict("edge TFLite int8 vs Keras float32 at batch 1", value,
+                    TARGETS["tflite_int8_speedup"], True, detail)
+
+
+def _soak_verdict(soak: dict) -> dict:
+    wrong = sum(soak["outcomes"].get(k, 0)
+                for k in ("wrong_answer", "failed", "unexpected_answer"))
+    verdict = _verdict(
+        "soak: wrong, failed or unexpected answers", wrong, 0, False,
+        f"{soak['requests']} requests; server {'alive' if soak['server_alive'] else 'DIED'}"
+        + ("; its log has a traceback" if soak["server_traceback"] else ""), unit="")
+    verdict["met"] = soak["passed"]
+    return verdict
+
+
+def compute_verdicts(results: dict) -> list:
+    """The four tracked targets from one run's results (`None` where not measured), and
+    the soak's outcome when it ran."""
+    verdicts = [_forward_verdict(results), _layers_verdict(results),
+                _torch_verdict(results), _int8_verdict(results)]
     if "soak" in results:
-        soak = results["soak"]
-        wrong = sum(soak["outcomes"].get(k, 0)
-                    for k in ("wrong_answer", "failed", "unexpected_answer"))
-        verdicts.append(_verdict(
-            "soak: wrong, failed or unexpected answers", wrong, 0, False,
-            f"{soak['requests']} requests; server "
-            f"{'alive' if soak['server_alive'] else 'DIED'}"
-            + ("; its log has a traceback" if soak["server_traceback"] else ""), unit=""))
-        verdicts[-1]["met"] = soak["passed"]
+        verdicts.append(_soak_verdict(results["soak"]))
     return verdicts
 
 
