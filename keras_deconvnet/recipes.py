@@ -25,6 +25,7 @@ from keras_deconvnet.data import (
     stage1_crops,
     stage2_crops,
 )
+from keras_deconvnet.data.crops import Stage2CropConfig
 
 ARCHITECTURES = ("deconvnet", "fcn8s")
 
@@ -247,8 +248,9 @@ def crop_datasets(
     train = train.cache()
     stage1 = stage1_crops(train, crop_size, resize_size, training=True, seed=seed)
     stage2 = stage2_crops(
-        train, stage2_proposals(proposals, seed), iou_threshold=iou_threshold,
-        crop_size=crop_size, resize_size=resize_size, training=True, seed=seed,
+        train, stage2_proposals(proposals, seed),
+        Stage2CropConfig(iou_threshold=iou_threshold, crop_size=crop_size,
+                         resize_size=resize_size, training=True, seed=seed),
     )
 
     def finish(ds):
@@ -382,12 +384,12 @@ def train_recipe(
     ...                       "runs/x", {"stage1": {"epochs": 1}},
     ...                       RecipeConfig(crop_size=96))  # doctest: +SKIP
     """
-    from keras_deconvnet.training import TrainingConfig, get_strategy, is_chief, train_two_stage
+    from keras_deconvnet.training import get_strategy, is_chief, train_two_stage
+    from keras_deconvnet.training.config import as_training_config
 
     recipe = recipe or RecipeConfig()
     strategy = get_strategy(strategy)
-    if training_config is None or isinstance(training_config, dict):
-        training_config = TrainingConfig.from_dict(training_config or {})
+    training_config = as_training_config(training_config)
     output_dir = Path(output_dir)
     keras.utils.set_random_seed(recipe.seed)
     build = build_model_fn(recipe, dataset_info.num_classes, dataset_info.class_names,

@@ -16,37 +16,53 @@ from keras_deconvnet.cli.arguments import (
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
 
+_DESCRIPTION = (
+    "Trains a DeconvNet (or FCN-8s) with the paper's two-stage recipe: stage 1 on "
+    "object-centred crops, stage 2 on proposal crops (sliding windows, or "
+    "EdgeBoxes files with --proposals-dir), then BatchNorm statistics recomputed "
+    "over training batches. The defaults are the authors' Caffe solver: batches "
+    "of 8 accumulated 8 times, SGD lr 0.01 (biases x2, not decayed), momentum "
+    "0.9, weight decay 5e-4, lr x0.1 every 9000 (stage 1, 20000 updates) and "
+    "10000 updates (stage 2, 40000). A killed run resumes where it stopped when "
+    "started again with the same --out; a second run on the same --out is "
+    "refused. Prints per-class IoU on the validation split and writes "
+    "train_summary.json."
+)
+
+_EPILOG = (
+    "Examples:\n"
+    "  deconvnet train --out runs/shapes --crop-size 96 --stage1-epochs 4 \\\n"
+    "      --stage2-epochs 4 --steps-per-epoch 40 --gradient-accumulation-steps 1\n"
+    "  deconvnet train --dataset voc --data-dir VOCdevkit --sbd-dir SBD \\\n"
+    "      --preset deconvnet_vgg16_voc --vgg16-weights imagenet --crop-size 224 \\\n"
+    "      --proposals-dir edgeboxes/ --strategy mirrored --out runs/voc\n"
+    "  deconvnet train --arch fcn8s --out runs/fcn  # the ensemble's partner\n"
+    "  TF_CONFIG='{\"cluster\": {\"worker\": [\"host1:2222\", \"host2:2222\"]}, \\\n"
+    "      \"task\": {\"type\": \"worker\", \"index\": 0}}' \\\n"
+    "      deconvnet train --strategy multi_worker --out /shared/runs/voc ..."
+)
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "train",
         help="two-stage training (object crops, then proposal crops), the authors' solver",
-        description=(
-            "Trains a DeconvNet (or FCN-8s) with the paper's two-stage recipe: stage 1 on "
-            "object-centred crops, stage 2 on proposal crops (sliding windows, or "
-            "EdgeBoxes files with --proposals-dir), then BatchNorm statistics recomputed "
-            "over training batches. The defaults are the authors' Caffe solver: batches "
-            "of 8 accumulated 8 times, SGD lr 0.01 (biases x2, not decayed), momentum "
-            "0.9, weight decay 5e-4, lr x0.1 every 9000 (stage 1, 20000 updates) and "
-            "10000 updates (stage 2, 40000). A killed run resumes where it stopped when "
-            "started again with the same --out; a second run on the same --out is "
-            "refused. Prints per-class IoU on the validation split and writes "
-            "train_summary.json."
-        ),
-        epilog=(
-            "Examples:\n"
-            "  deconvnet train --out runs/shapes --crop-size 96 --stage1-epochs 4 \\\n"
-            "      --stage2-epochs 4 --steps-per-epoch 40 --gradient-accumulation-steps 1\n"
-            "  deconvnet train --dataset voc --data-dir VOCdevkit --sbd-dir SBD \\\n"
-            "      --preset deconvnet_vgg16_voc --vgg16-weights imagenet --crop-size 224 \\\n"
-            "      --proposals-dir edgeboxes/ --strategy mirrored --out runs/voc\n"
-            "  deconvnet train --arch fcn8s --out runs/fcn  # the ensemble's partner\n"
-            "  TF_CONFIG='{\"cluster\": {\"worker\": [\"host1:2222\", \"host2:2222\"]}, \\\n"
-            "      \"task\": {\"type\": \"worker\", \"index\": 0}}' \\\n"
-            "      deconvnet train --strategy multi_worker --out /shared/runs/voc ..."
-        ),
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--out", required=True, help="output directory (resumes if it exists)")
+    _add_data_args(parser)
+    _add_model_args(parser.add_argument_group("model"))
+    fit = parser.add_argument_group("training (defaults: the authors' solver)")
+    _add_solver_args(fit)
+    _add_batchnorm_args(fit)
+    _add_run_args(fit)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _add_data_args(parser) -> None:
     add_dataset_args(parser, default_split="train")
     parser.add_argument("--val-split", default="val", help="validation split ('' for none)")
     parser.add_argument("--proposals-dir",
@@ -56,7 +72,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         choices=("edgeboxes", "xywh", "yxyx"),
                         help="box format of --proposals-dir files (default: edgeboxes, "
                         "'x y w h [score]' 1-based as the MATLAB toolbox writes)")
-    model = parser.add_argument_group("model")
+
+
+def _add_model_args(model) -> None:
     model.add_argument("--arch", choices=("deconvnet", "fcn8s"), default="deconvnet")
     model.add_argument("--preset", default=None,
                        help="named configuration (see `deconvnet presets`); default: "
@@ -66,7 +84,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     model.add_argument("--decoder-init", choices=("caffe", "glorot"), default=None,
                        help="a new DeconvNet's decoder and BN initialisation (default: caffe, "
                        "the authors': gaussian 0.01, BN shift 0.001)")
-    fit = parser.add_argument_group("training (defaults: the authors' solver)")
+
+
+def _add_solver_args(fit) -> None:
     fit.add_argument("--crop-size", type=int, default=224, help="training crop size")
     fit.add_argument("--stage1-epochs", type=int, default=None, help="default 20")
     fit.add_argument("--stage2-epochs", type=int, default=None, help="default 40")
@@ -85,19 +105,23 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                      help="the same in stage 2 (default 10000)")
     fit.add_argument("--bias-lr-multiplier", type=float, default=None, help="default 2")
     fit.add_argument("--bias-decay-multiplier", type=float, default=None, help="default 0")
+    fit.add_argument("--class-balancing", choices=("none", "median_frequency"), default=None,
+                     help="loss weights per class (default none, as the original)")
+
+
+def _add_batchnorm_args(fit) -> None:
     fit.add_argument("--no-batchnorm-recompute", action="store_true",
                      help="keep Keras's moving averages instead of recomputing BN "
                      "statistics after the last stage")
     fit.add_argument("--batchnorm-batches", type=int, default=None, help="default 501")
     fit.add_argument("--batchnorm-batch-size", type=int, default=None, help="default 28")
-    fit.add_argument("--class-balancing", choices=("none", "median_frequency"), default=None,
-                     help="loss weights per class (default none, as the original)")
+
+
+def _add_run_args(fit) -> None:
     fit.add_argument("--config", help="a TrainingConfig JSON file; flags override it")
     fit.add_argument("--strategy", choices=STRATEGIES, default="default",
                      help="tf.distribute strategy; multi_worker reads TF_CONFIG (or Slurm's "
                      "variables inside srun); every worker runs the same command")
-    fit.set_defaults(func=run)
-    return parser
 
 
 # Flags that set a TrainingConfig field as they are.

@@ -19,11 +19,14 @@ this for stage 2; here both stages do, unless `clip_to_image=True`).
 Labels. Stage 1: one crop per object, its box enlarged by `context` about its
 centre; only pixels of that object's instance keep its class, every other pixel is
 background 0, pixels ignored in the class mask stay 255. Stage 2: crops around
-object proposals that overlap some ground-truth box with IoU >= `iou_threshold`;
-the class mask is kept as it is (all classes labelled).
+object proposals that overlap some ground-truth box with IoU >= `iou_threshold`
+(a `Stage2CropConfig` field); the class mask is kept as it is (all classes
+labelled).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import tensorflow as tf
 
@@ -229,39 +232,77 @@ def stage1_crops(
     return _crop_pipeline(dataset, crops, training, seed)
 
 
+@dataclasses.dataclass
+class Stage2CropConfig:
+    """Which proposals become stage-2 crops, and how they are cut.
+
+    Args:
+        iou_threshold: least IoU of a proposal with a ground-truth box. Defaults
+            to `0.5`.
+        max_per_image: most crops per image. Defaults to `8`.
+        crop_size: side of the output crops. Defaults to `224`.
+        resize_size: side the window is resized to before cropping. Defaults to
+            `250`.
+        context: window enlargement factor about the proposal's centre. Defaults
+            to `1.2`, as stage 1; `1.0` crops the proposal itself.
+        training: random subset, crop offset and flip if True; the first
+            proposals and centre crops otherwise. Defaults to `True`.
+        seed: int or None, for reproducible augmentation (still new each epoch).
+
+    Raises:
+        ValueError: on a bad value, naming the field.
+
+    Example:
+
+    >>> Stage2CropConfig(crop_size=32, resize_size=36).max_per_image
+    8
+    """
+
+    iou_threshold: float = 0.5
+    max_per_image: int = 8
+    crop_size: int = 224
+    resize_size: int = 250
+    context: float = 1.2
+    training: bool = True
+    seed: int | None = None
+
+    def __post_init__(self):
+        _check_sizes(self.crop_size, self.resize_size, self.context)
+        if not 0.0 <= float(self.iou_threshold) <= 1.0:
+            raise ValueError(
+                "`iou_threshold` must be in [0, 1]. "
+                f"Received: iou_threshold={self.iou_threshold!r}"
+            )
+        if isinstance(self.max_per_image, bool) or not isinstance(self.max_per_image, int) or (
+            self.max_per_image < 1
+        ):
+            raise ValueError(
+                "`max_per_image` must be an int >= 1. "
+                f"Received: max_per_image={self.max_per_image!r}"
+            )
+
+
 def stage2_crops(
     dataset: tf.data.Dataset,
     proposals=None,
-    iou_threshold: float = 0.5,
-    max_per_image: int = 8,
-    crop_size: int = 224,
-    resize_size: int = 250,
-    context: float = 1.2,
-    training: bool = True,
-    seed: int | None = None,
+    config: Stage2CropConfig | None = None,
 ) -> tf.data.Dataset:
     """Crops around object proposals that overlap the ground truth (second stage).
 
     For every image, proposals come from `proposals` (a generator following the
     interface in `keras_deconvnet.data.proposals`, called with the image and its
     `image_id`) or, when `proposals` is None, from the examples' own `"proposals"`
-    key. Proposals whose IoU with some ground-truth box is at least `iou_threshold`
-    are kept, at most `max_per_image` of them (the best ones in proposal order, or a
-    random subset when `training`). Each is enlarged by `context`, resampled and
-    cropped like stage 1, padding past the image border (image 0, label 255). All
-    classes in a crop are labelled.
+    key. Proposals whose IoU with some ground-truth box is at least
+    `config.iou_threshold` are kept, at most `config.max_per_image` of them (the
+    best ones in proposal order, or a random subset when `config.training`). Each
+    is enlarged by `config.context`, resampled and cropped like stage 1, padding
+    past the image border (image 0, label 255). All classes in a crop are labelled.
 
     Args:
         dataset: `tf.data.Dataset` in the common format.
         proposals: proposal generator, or None to read `example["proposals"]`.
-        iou_threshold: least IoU with a ground-truth box. Defaults to `0.5`.
-        max_per_image: most crops per image. Defaults to `8`.
-        crop_size: side of the output crops. Defaults to `224`.
-        resize_size: side the window is resized to before cropping. Defaults to `250`.
-        context: window enlargement factor about the proposal's centre. Defaults to
-            `1.2`, as stage 1; `1.0` crops the proposal itself.
-        training: random subset, crop offset and flip if True.
-        seed: int or None, for reproducible augmentation (still new each epoch).
+        config: a `Stage2CropConfig`; None for its defaults (the paper's 224 crops
+            of 250 windows, IoU >= 0.5).
 
     Returns:
         A `tf.data.Dataset` of `(image, mask)`: float32 RGB `(S, S, 3)` in
@@ -271,23 +312,37 @@ def stage2_crops(
 
     >>> from keras_deconvnet.data import synthetic_dataset, SlidingWindowProposals
     >>> ds = stage2_crops(synthetic_dataset(num_examples=1, image_size=(64, 64)),
-    ...                   SlidingWindowProposals(), iou_threshold=0.3,
-    ...                   crop_size=32, resize_size=36)
+    ...                   SlidingWindowProposals(),
+    ...                   Stage2CropConfig(iou_threshold=0.3, crop_size=32, resize_size=36))
     >>> [tuple(t.shape) for t in next(iter(ds))]
     [(32, 32, 3), (32, 32)]
     """
     _check_dataset(dataset)
-    _check_sizes(crop_size, resize_size, context)
-    if not 0.0 <= float(iou_threshold) <= 1.0:
+    config = config or Stage2CropConfig()
+    if not isinstance(config, Stage2CropConfig):
         raise ValueError(
-            f"`iou_threshold` must be in [0, 1]. Received: iou_threshold={iou_threshold!r}"
+            f"`config` must be a Stage2CropConfig or None. Received: config={config!r}"
         )
-    if isinstance(max_per_image, bool) or not isinstance(max_per_image, int) or (
-        max_per_image < 1
-    ):
-        raise ValueError(
-            f"`max_per_image` must be an int >= 1. Received: max_per_image={max_per_image!r}"
+    _check_proposals(proposals, dataset)
+
+    def crops(example, example_seed):
+        boxes = _matching_proposals(example, proposals, config, example_seed)
+        windows = enlarge_boxes(boxes, config.context)
+        count = tf.shape(windows)[0]
+        offsets, flips = _offsets_and_flips(count, config.crop_size, config.resize_size,
+                                            config.training, example_seed)
+        label_maps = tf.cast(example["class_mask"], tf.int32)[..., tf.newaxis]
+        images, labels, valid = sample_windows(
+            example["image"], label_maps, windows, config.crop_size, config.resize_size,
+            offsets, flips
         )
+        mask = tf.where(valid, labels[..., 0], IGNORE_LABEL)
+        return images, mask
+
+    return _crop_pipeline(dataset, crops, config.training, config.seed)
+
+
+def _check_proposals(proposals, dataset) -> None:
     if proposals is None and "proposals" not in dataset.element_spec:
         raise ValueError(
             "`proposals` must be a proposal generator when the dataset has no "
@@ -299,36 +354,26 @@ def stage2_crops(
             f"Received: proposals={proposals!r}"
         )
 
-    def generate(image, image_id):
-        image_id = image_id.decode() if isinstance(image_id, bytes) else image_id
-        return call_proposals(proposals, image, image_id or None, clip=False)
 
-    def crops(example, example_seed):
-        image = example["image"]
-        if proposals is None:
-            boxes = tf.reshape(tf.cast(example["proposals"], tf.float32), (-1, 4))
-        else:
-            image_id = example.get("image_id", tf.constant(""))
-            boxes = tf.numpy_function(generate, [image, image_id], tf.float32)
-            boxes = tf.reshape(boxes, (-1, 4))
-        gt_boxes = tf.reshape(tf.cast(example["boxes"], tf.float32), (-1, 4))
-        iou = box_iou(boxes, gt_boxes)
-        best = tf.reduce_max(tf.concat([iou, -tf.ones_like(iou[:, :1])], axis=1), axis=1)
-        boxes = tf.boolean_mask(boxes, best >= iou_threshold)
-        if training:
-            order = tf.argsort(tf.random.stateless_uniform(tf.shape(boxes)[:1],
-                                                           example_seed + 2))
-            boxes = tf.gather(boxes, order)
-        boxes = boxes[:max_per_image]
-        windows = enlarge_boxes(boxes, context)
-        count = tf.shape(windows)[0]
-        offsets, flips = _offsets_and_flips(count, crop_size, resize_size, training,
-                                            example_seed)
-        label_maps = tf.cast(example["class_mask"], tf.int32)[..., tf.newaxis]
-        images, labels, valid = sample_windows(
-            image, label_maps, windows, crop_size, resize_size, offsets, flips
-        )
-        mask = tf.where(valid, labels[..., 0], IGNORE_LABEL)
-        return images, mask
+def _matching_proposals(example, proposals, config: Stage2CropConfig, seed) -> tf.Tensor:
+    """The example's proposals with IoU >= the threshold with some object: the first
+    `max_per_image` (a random subset when training)."""
+    if proposals is None:
+        boxes = tf.reshape(tf.cast(example["proposals"], tf.float32), (-1, 4))
+    else:
 
-    return _crop_pipeline(dataset, crops, training, seed)
+        def generate(image, image_id):
+            image_id = image_id.decode() if isinstance(image_id, bytes) else image_id
+            return call_proposals(proposals, image, image_id or None, clip=False)
+
+        image_id = example.get("image_id", tf.constant(""))
+        boxes = tf.numpy_function(generate, [example["image"], image_id], tf.float32)
+        boxes = tf.reshape(boxes, (-1, 4))
+    gt_boxes = tf.reshape(tf.cast(example["boxes"], tf.float32), (-1, 4))
+    iou = box_iou(boxes, gt_boxes)
+    best = tf.reduce_max(tf.concat([iou, -tf.ones_like(iou[:, :1])], axis=1), axis=1)
+    boxes = tf.boolean_mask(boxes, best >= config.iou_threshold)
+    if config.training:
+        order = tf.argsort(tf.random.stateless_uniform(tf.shape(boxes)[:1], seed + 2))
+        boxes = tf.gather(boxes, order)
+    return boxes[: config.max_per_image]

@@ -11,15 +11,12 @@ from keras_deconvnet.training.callbacks import (
     atomic_save_weights,
     read_history,
 )
+from keras_deconvnet.training.compile import compile_for_training
+from keras_deconvnet.training.config import StageConfig, TrainingConfig
 from keras_deconvnet.training.distributed import DistributedLoop, get_strategy, is_chief
 from keras_deconvnet.training.losses import ClassWeightedCrossentropy, median_frequency_weights
 from keras_deconvnet.training.optimizers import CaffeSGD, build_optimizer
-from keras_deconvnet.training.two_stage import (
-    StageConfig,
-    TrainingConfig,
-    compile_for_training,
-    train_two_stage,
-)
+from keras_deconvnet.training.two_stage import train_two_stage
 
 __all__ = [
     "AtomicCheckpoint",

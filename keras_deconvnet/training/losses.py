@@ -1,4 +1,5 @@
-"""Optional class balancing: a class-weighted cross-entropy and median-frequency weights.
+"""Optional class balancing: a class-weighted cross-entropy, median-frequency weights
+and the weights of a training stage (`stage_class_weights`).
 
 The original trained with plain softmax cross-entropy (`SOFTMAX_LOSS` with
 `ignore_label: 255` in `training/00{1,2}_stage_*/stage_*_train.prototxt`); class
@@ -11,13 +12,17 @@ not weighted (the weights are in the loss, not in `sample_weight`).
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import keras
 import numpy as np
 from keras import ops
 
+from keras_deconvnet import atomic_io
 from keras_deconvnet.labels import IGNORE_LABEL
+from keras_deconvnet.training.callbacks import read_json_file
+from keras_deconvnet.training.config import TrainingConfig
 
 
 @keras.saving.register_keras_serializable(package="keras_deconvnet")
@@ -132,3 +137,56 @@ def median_frequency_weights(
             f"classes {np.flatnonzero(~seen).tolist()} were not seen in the batches "
             "counted: their weight is 1", stacklevel=2)
     return [median / f if s else 1.0 for f, s in zip(frequency.tolist(), seen.tolist())]
+
+
+def stage_class_weights(
+    config: TrainingConfig,
+    dataset,
+    num_classes: int,
+    directory: str,
+    write: bool = True,
+) -> list[float] | None:
+    """The loss weights of one training stage, as `TrainingConfig` asks.
+
+    `config.class_weights` when given; with `config.class_balancing ==
+    "median_frequency"`, `median_frequency_weights` of the stage's first
+    `config.class_balancing_batches` batches, kept in `directory/class_weights.json`
+    so that a resumed stage reads the same weights instead of counting again;
+    otherwise `None` (plain cross-entropy, as the original).
+
+    Args:
+        config: the `TrainingConfig`.
+        dataset: the stage's batched `(images, masks)` `tf.data.Dataset` (or an
+            iterable of such pairs); read only when the weights are counted.
+        num_classes: the model's number of classes.
+        directory: the stage's directory.
+        write: write `class_weights.json` (the chief only, under a cluster).
+
+    Returns:
+        `num_classes` floats, or `None`.
+
+    Raises:
+        CheckpointError: when `class_weights.json` exists but cannot be read.
+
+    Example:
+
+    >>> import tempfile
+    >>> masks = np.array([[[0, 0, 0, 1]], [[0, 0, 1, 1]]])
+    >>> config = TrainingConfig(class_balancing="median_frequency")
+    >>> stage_class_weights(config, [(None, masks)], 2, tempfile.mkdtemp())
+    [0.8, 1.3333333333333333]
+    """
+    if config.class_weights is not None:
+        return list(config.class_weights)
+    if config.class_balancing is None:
+        return None
+    path = os.path.join(directory, "class_weights.json")
+    if os.path.exists(path):  # a resumed stage keeps its weights
+        return list(read_json_file(path, "class weights")["class_weights"])
+    batches = dataset.as_numpy_iterator() if hasattr(dataset, "as_numpy_iterator") else dataset
+    weights = median_frequency_weights(batches, num_classes, config.class_balancing_batches,
+                                       IGNORE_LABEL)
+    if write:
+        atomic_io.write_json(path, {"class_weights": weights,
+                                    "method": config.class_balancing})
+    return weights

@@ -36,6 +36,8 @@ import re
 import keras
 from keras import ops
 
+from keras_deconvnet.training.config import StageConfig, TrainingConfig
+
 # A Conv2D / Conv2DTranspose / Dense bias ("deconv5_1/bias"); BatchNorm's shift is
 # "..._bn/beta" and keeps the defaults, as in the original prototxts.
 BIAS_PATTERN = r"(^|/)bias$"
@@ -305,74 +307,45 @@ def _check_multipliers(param_multipliers) -> dict:
     return checked
 
 
-def build_optimizer(
-    learning_rate: float = 0.01,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    weight_decay_mode: str = "coupled",
-    lr_step_size: int | None = None,
-    lr_decay_factor: float = 0.1,
-    gradient_accumulation_steps: int | None = None,
-    bias_lr_multiplier: float = 1.0,
-    bias_decay_multiplier: float = 1.0,
-) -> CaffeSGD:
-    """The original solver as a `CaffeSGD`, with an optional step schedule.
+def build_optimizer(config: TrainingConfig, stage: StageConfig) -> CaffeSGD:
+    """The original solver of one stage as a `CaffeSGD`.
+
+    The stage's learning rate and, with `config.lr_schedule == "step"`, its step
+    schedule (x`lr_decay_factor` every `stage.lr_step_size` *updates*, Caffe's
+    `lr_policy: "step"`; otherwise constant, for `ReduceLROnPlateau` or none); the
+    config's momentum, weight decay and its mode, gradient accumulation, and the
+    learning-rate and decay multipliers of convolution and dense biases.
 
     Args:
-        learning_rate: initial learning rate. Defaults to `0.01`.
-        momentum: SGD momentum. Defaults to `0.9`.
-        weight_decay: decay coefficient. Defaults to `0.0005`.
-        weight_decay_mode: `"coupled"` (default: L2 added to the gradient, as
-            Caffe) or `"decoupled"` (Keras's and AdamW's form).
-        lr_step_size: if set, multiply the learning rate by `lr_decay_factor` every
-            `lr_step_size` *updates* (Caffe's `lr_policy: "step"`, whose iterations
-            are updates of `iter_size` batches). `None` (default) keeps it constant,
-            for `ReduceLROnPlateau`.
-        lr_decay_factor: the step factor (Caffe's `gamma`). Defaults to `0.1`.
-        gradient_accumulation_steps: `None` or an int >= 1: batches averaged per
-            update (the original: 8 batches of 8).
-        bias_lr_multiplier: learning-rate multiplier of convolution and dense
-            biases (the original: `2`). Defaults to `1.0`.
-        bias_decay_multiplier: weight-decay multiplier of those biases (the
-            original: `0`). Defaults to `1.0`.
+        config: the `TrainingConfig`.
+        stage: the `StageConfig` of the stage.
 
     Returns:
         A `CaffeSGD`.
 
     Raises:
-        ValueError: on a non-positive learning rate or step size, a bad mode,
-            accumulation or multiplier.
+        ValueError: on a bad setting (`config.validate`, `stage.validate`).
 
     Example:
 
-    >>> optimizer = build_optimizer(lr_step_size=9000, gradient_accumulation_steps=8,
-    ...                             bias_lr_multiplier=2.0, bias_decay_multiplier=0.0)
-    >>> round(float(optimizer.learning_rate), 6), optimizer.param_multipliers
-    (0.01, {'(^|/)bias$': (2.0, 0.0)})
+    >>> config = TrainingConfig()  # the authors' solver
+    >>> optimizer = build_optimizer(config, config.stage1)
+    >>> optimizer.lr_step_size, optimizer.accumulation_steps, optimizer.param_multipliers
+    (9000, 8, {'(^|/)bias$': (2.0, 0.0)})
     """
-    if isinstance(learning_rate, bool) or not isinstance(learning_rate, (int, float)) or (
-        learning_rate <= 0
-    ):
-        raise ValueError(
-            f"`learning_rate` must be a float > 0. Received: learning_rate={learning_rate!r}"
-        )
-    if lr_step_size is not None and (
-        isinstance(lr_step_size, bool) or not isinstance(lr_step_size, int) or lr_step_size < 1
-    ):
-        raise ValueError(
-            f"`lr_step_size` must be None or an int >= 1. Received: lr_step_size="
-            f"{lr_step_size!r}"
-        )
+    config.validate()
+    stage.validate("stage")
     multipliers = None
-    if (bias_lr_multiplier, bias_decay_multiplier) != (1.0, 1.0):
-        multipliers = {BIAS_PATTERN: (bias_lr_multiplier, bias_decay_multiplier)}
+    if (config.bias_lr_multiplier, config.bias_decay_multiplier) != (1.0, 1.0):
+        multipliers = {BIAS_PATTERN: (config.bias_lr_multiplier,
+                                      config.bias_decay_multiplier)}
     return CaffeSGD(
-        learning_rate=float(learning_rate),
-        lr_step_size=lr_step_size,
-        lr_decay_factor=lr_decay_factor,
-        momentum=momentum,
-        weight_decay=weight_decay,
-        gradient_accumulation_steps=gradient_accumulation_steps,
+        learning_rate=float(stage.learning_rate),
+        lr_step_size=stage.lr_step_size if config.lr_schedule == "step" else None,
+        lr_decay_factor=config.lr_decay_factor,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
         param_multipliers=multipliers,
-        weight_decay_mode=weight_decay_mode,
+        weight_decay_mode=config.weight_decay_mode,
     )

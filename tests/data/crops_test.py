@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from keras_deconvnet.data import FileProposals, stage1_crops, stage2_crops, synthetic_dataset
+from keras_deconvnet.data.crops import Stage2CropConfig
 
 # A: rows 10..29, cols 10..29, class 1 (instance 1), with an ignore row 30 under it.
 # B: rows 50..89, cols 60..99 (touches the right border), class 2 (instance 2).
@@ -140,8 +141,8 @@ def test_stage2_keeps_overlapping_proposals_and_labels_all_classes():
          [50, 70, 90, 110]],  # IoU 0.6 with B, 10 columns past the border: kept
         np.float32,
     )
-    ds = stage2_crops(hand_dataset(), lambda image: proposals, iou_threshold=0.5,
-                      crop_size=40, resize_size=40, context=1.0, training=False)
+    ds = stage2_crops(hand_dataset(), lambda image: proposals, Stage2CropConfig(
+        iou_threshold=0.5, crop_size=40, resize_size=40, context=1.0, training=False))
     crops = list(ds)
     assert len(crops) == 2
     ex = hand_example()
@@ -151,21 +152,20 @@ def test_stage2_keeps_overlapping_proposals_and_labels_all_classes():
     np.testing.assert_array_equal(mask2.numpy(), window(ex["class_mask"], 50, 70, 40, 255))
     assert (mask2.numpy()[:, 30:] == 255).all() and (image2.numpy()[:, 30:] == 0).all()
 
-    one = list(stage2_crops(hand_dataset(), lambda image: proposals, max_per_image=1,
-                            crop_size=40, resize_size=40, training=False))
+    one = list(stage2_crops(hand_dataset(), lambda image: proposals, Stage2CropConfig(
+        max_per_image=1, crop_size=40, resize_size=40, training=False)))
     assert len(one) == 1
 
 
 def test_stage2_reads_proposals_from_examples_and_files(tmp_path):
     boxes = np.array([[8, 8, 32, 32]], np.float32)  # IoU 400/576 with A
-    ds = stage2_crops(hand_dataset(proposals=boxes), crop_size=24, resize_size=24,
-                      context=1.0, training=False)
+    exact = Stage2CropConfig(crop_size=24, resize_size=24, context=1.0, training=False)
+    ds = stage2_crops(hand_dataset(proposals=boxes), config=exact)
     (_, mask), = list(ds)
     np.testing.assert_array_equal(mask.numpy(), hand_example()["class_mask"][8:32, 8:32])
 
     np.savetxt(tmp_path / "hand.txt", boxes, delimiter=",")
-    ds = stage2_crops(hand_dataset(), FileProposals(tmp_path, box_format="yxyx"), crop_size=24,
-                      resize_size=24, context=1.0, training=False)
+    ds = stage2_crops(hand_dataset(), FileProposals(tmp_path, box_format="yxyx"), exact)
     (_, mask_from_file), = list(ds)
     np.testing.assert_array_equal(mask_from_file.numpy(), mask.numpy())
 
@@ -174,8 +174,9 @@ def test_stage2_on_synthetic_with_sliding_windows():
     from keras_deconvnet.data import SlidingWindowProposals
 
     ds = stage2_crops(synthetic_dataset(num_examples=2, image_size=(64, 64)),
-                      SlidingWindowProposals(max_proposals=20), iou_threshold=0.3,
-                      max_per_image=3, crop_size=32, resize_size=36, seed=0)
+                      SlidingWindowProposals(max_proposals=20),
+                      Stage2CropConfig(iou_threshold=0.3, max_per_image=3, crop_size=32,
+                                       resize_size=36, seed=0))
     pairs = list(ds)
     assert 1 <= len(pairs) <= 6
     for image, mask in pairs:
@@ -193,7 +194,13 @@ def test_bad_arguments():
     with pytest.raises(ValueError, match="proposals"):
         stage2_crops(hand_dataset())
     with pytest.raises(ValueError, match="iou_threshold"):
-        stage2_crops(hand_dataset(), lambda image: BOXES, iou_threshold=1.5)
+        Stage2CropConfig(iou_threshold=1.5)
+    with pytest.raises(ValueError, match="max_per_image"):
+        Stage2CropConfig(max_per_image=0)
+    with pytest.raises(ValueError, match="resize_size"):
+        Stage2CropConfig(crop_size=50, resize_size=40)
+    with pytest.raises(ValueError, match="Stage2CropConfig"):
+        stage2_crops(hand_dataset(), lambda image: BOXES, {"iou_threshold": 0.5})
 
 
 def test_images_without_objects_or_matching_proposals_give_no_crops():
@@ -203,5 +210,5 @@ def test_images_without_objects_or_matching_proposals_give_no_crops():
     ds = tf.data.Dataset.from_tensors(empty).concatenate(hand_dataset())
     assert len(list(stage1_crops(ds, crop_size=16, resize_size=16))) == 3
     far = np.array([[0, 60, 10, 70]], np.float32)
-    assert list(stage2_crops(hand_dataset(), lambda image: far, crop_size=16,
-                             resize_size=16)) == []
+    assert list(stage2_crops(hand_dataset(), lambda image: far,
+                             Stage2CropConfig(crop_size=16, resize_size=16))) == []

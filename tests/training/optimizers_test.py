@@ -33,7 +33,7 @@ def test_caffe_sgd_is_coupled_l2_through_momentum():
         w -= v
     assert got == pytest.approx(w, rel=1e-6)
     # Keras's decoupled decay is a different update.
-    decoupled = _two_updates(build_optimizer(lr, m, wd, weight_decay_mode="decoupled"))
+    decoupled = _two_updates(CaffeSGD(lr, m, weight_decay=wd, weight_decay_mode="decoupled"))
     assert decoupled != pytest.approx(w, rel=1e-6)
     # No decay: plain momentum SGD.
     assert _two_updates(CaffeSGD(lr, m, weight_decay=0.0)) == pytest.approx(
@@ -58,15 +58,21 @@ def test_caffe_sgd_config_round_trip_and_errors():
     with pytest.raises(ValueError, match="not a regex"):
         CaffeSGD(param_multipliers={"(": (2.0, 0.0)})
     with pytest.raises(ValueError, match="weight_decay_mode"):
-        build_optimizer(weight_decay_mode="l2")
-    with pytest.raises(ValueError, match="lr_step_size"):
-        build_optimizer(lr_step_size=0)
+        CaffeSGD(weight_decay_mode="l2")
     with pytest.raises(ValueError, match="gradient_accumulation_steps"):
-        build_optimizer(gradient_accumulation_steps=0)
+        CaffeSGD(gradient_accumulation_steps=0)
+    with pytest.raises(ValueError, match="lr_step_size"):
+        build_optimizer(TrainingConfig(), StageConfig(lr_step_size=0))
+    with pytest.raises(ValueError, match="learning_rate"):
+        build_optimizer(TrainingConfig(), StageConfig(learning_rate=0.0))
+    config = TrainingConfig()
+    config.weight_decay_mode = "l2"  # changed after validation: checked again
+    with pytest.raises(ValueError, match="weight_decay_mode"):
+        build_optimizer(config, config.stage1)
 
 
 def test_step_schedule_lowers_lr_every_n_updates():
-    optimizer = build_optimizer(0.01, lr_step_size=3)
+    optimizer = CaffeSGD(0.01, lr_step_size=3)
     var = keras.Variable(np.ones(1, "float32"))
     rates = []
     for _ in range(7):
@@ -78,7 +84,8 @@ def test_step_schedule_lowers_lr_every_n_updates():
 def test_step_schedule_counts_updates_not_batches():
     # Caffe's `stepsize` counts iterations of `iter_size` batches: with 3 batches per
     # update and a step every 2 updates, the rate drops after 6 batches, not 2.
-    optimizer = build_optimizer(0.01, lr_step_size=2, gradient_accumulation_steps=3)
+    optimizer = build_optimizer(TrainingConfig(gradient_accumulation_steps=3),
+                                StageConfig(learning_rate=0.01, lr_step_size=2))
     var = keras.Variable(np.ones(1, "float32"))
     rates, updates = [], []
     for _ in range(13):
@@ -117,8 +124,9 @@ def test_bias_lr_x2_without_decay_and_batchnorm_as_caffe_defaults():
     assert sorted(variables) == ["conv/bias", "conv/kernel", "conv_bn/beta", "conv_bn/gamma"]
     for variable in variables.values():
         variable.assign(np.full(variable.shape, w0, "float32"))
-    optimizer = build_optimizer(lr, momentum=0.0, weight_decay=wd, bias_lr_multiplier=2.0,
-                                bias_decay_multiplier=0.0)
+    # TrainingConfig's defaults: biases x2, not decayed.
+    config = TrainingConfig(momentum=0.0, weight_decay=wd, gradient_accumulation_steps=None)
+    optimizer = build_optimizer(config, StageConfig(learning_rate=lr))
     optimizer.apply_gradients([(keras.ops.full(v.shape, g), v) for v in variables.values()])
     got = {path: float(keras.ops.convert_to_numpy(v).ravel()[0])
            for path, v in variables.items()}
@@ -131,7 +139,9 @@ def test_bias_lr_x2_without_decay_and_batchnorm_as_caffe_defaults():
 
 def test_decoupled_mode_is_keras_sgd_weight_decay():
     lr, m, wd = 0.1, 0.9, 0.01
-    ours = _two_updates(build_optimizer(lr, m, wd, weight_decay_mode="decoupled"))
+    config = TrainingConfig(momentum=m, weight_decay=wd, weight_decay_mode="decoupled",
+                            gradient_accumulation_steps=None, lr_schedule="constant")
+    ours = _two_updates(build_optimizer(config, StageConfig(learning_rate=lr)))
     keras_sgd = _two_updates(keras.optimizers.SGD(lr, momentum=m, weight_decay=wd))
     assert ours == pytest.approx(keras_sgd, rel=1e-6)
 

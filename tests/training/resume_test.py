@@ -24,7 +24,7 @@ from keras_deconvnet.training import (
     read_history,
     train_two_stage,
 )
-from keras_deconvnet.training import two_stage as two_stage_module
+from keras_deconvnet.training import stages as stages_module
 
 
 def _config(stage1=2, stage2=4, **kwargs):
@@ -60,7 +60,7 @@ def test_killed_between_stages_and_during_batchnorm(tmp_path, monkeypatch):
     def killed(*args, **kwargs):
         raise KeyboardInterrupt("simulated kill")
 
-    monkeypatch.setattr(two_stage_module, "recompute_batchnorm_statistics", killed)
+    monkeypatch.setattr(stages_module, "recompute_batchnorm_statistics", killed)
     recorder = EpochRecorder()
     with pytest.raises(KeyboardInterrupt):
         train_two_stage(small_model, data, data, None, tmp_path, _config(stage1=1, stage2=2),

@@ -1,0 +1,332 @@
+"""The stages of one `train_two_stage` run: each trained, skipped or resumed.
+
+`run_stages` goes through the stages in order. A stage whose `COMPLETE.json` exists
+is skipped (its weights are loaded before the next stage trains, `final` or, for
+`stage2_init="best"`, `best`); any other runs in full through `_StageRunner`:
+compile (or reset the optimizer of an earlier stage), the callbacks (epoch backup,
+atomic best/last checkpoints, NaN stop, plateau schedule, TensorBoard, CSV history),
+`model.fit` or `DistributedLoop`, then its final weights and marker. After the last
+stage BatchNorm statistics are recomputed, resumably, inside that stage's directory.
+The directory layout is in `keras_deconvnet.training.two_stage`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib.util
+import math
+import os
+import shutil
+import warnings
+
+import keras
+import tensorflow as tf
+
+from keras_deconvnet import atomic_io, private_apis
+from keras_deconvnet.training.batchnorm import (
+    batchnorm_layers,
+    recompute_batchnorm_statistics,
+)
+from keras_deconvnet.training.callbacks import (
+    AtomicCheckpoint,
+    EpochBackup,
+    HistoryLogger,
+    atomic_save_weights,
+    load_first_readable,
+    read_history,
+    read_json_file,
+)
+from keras_deconvnet.training.compile import compile_for_training
+from keras_deconvnet.training.config import StageConfig, TrainingConfig, resolve_monitor
+from keras_deconvnet.training.distributed import DistributedLoop, needs_custom_loop
+from keras_deconvnet.training.losses import stage_class_weights
+
+
+@dataclasses.dataclass
+class Stage:
+    """One stage to run.
+
+    Args:
+        name: `"stage1"` or `"stage2"`.
+        config: its `StageConfig`.
+        dataset: its batched `(images, masks)` dataset, or `None` (a skipped stage).
+        directory: its directory, `output_dir/name`.
+
+    Example:
+
+    >>> Stage("stage1", StageConfig(), None, os.path.join("run", "stage1")).marker
+    'run/stage1/COMPLETE.json'
+    """
+
+    name: str
+    config: StageConfig
+    dataset: tf.data.Dataset | None
+    directory: str
+
+    @property
+    def marker(self) -> str:
+        """`COMPLETE.json`: written when the stage finished."""
+        return os.path.join(self.directory, "COMPLETE.json")
+
+    @property
+    def final(self) -> str:
+        """The weights at the end of the stage."""
+        return os.path.join(self.directory, "final.weights.h5")
+
+
+@dataclasses.dataclass
+class TrainingRun:
+    """What every stage of one `train_two_stage` call shares.
+
+    Args:
+        model: the model, built inside `strategy.scope()`.
+        config: the `TrainingConfig`.
+        strategy: the `tf.distribute.Strategy`.
+        output_dir: the run's directory.
+        chief: whether this worker writes the files.
+        validation: the batched validation dataset, or `None`.
+        extra_callbacks: the caller's Keras callbacks, for every stage.
+        compile_key: what the model was last compiled for (set by the stages).
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(3, 1)])
+    >>> run = TrainingRun(model, TrainingConfig(), tf.distribute.get_strategy(), "run",
+    ...                   chief=True, validation=None, extra_callbacks=[])
+    >>> run.checkpoint_monitor, run.uses_loop
+    ('loss', False)
+    """
+
+    model: keras.Model
+    config: TrainingConfig
+    strategy: tf.distribute.Strategy
+    output_dir: str
+    chief: bool
+    validation: tf.data.Dataset | None
+    extra_callbacks: list
+    # What the model was last compiled for: a later stage with the same key resets
+    # the optimizer instead of compiling (and tracing) again.
+    compile_key: tuple | None = None
+
+    @property
+    def plateau_monitor(self) -> str:
+        """The log `ReduceLROnPlateau` watches."""
+        return resolve_monitor(self.config.plateau_monitor, self.validation is not None)
+
+    @property
+    def checkpoint_monitor(self) -> str:
+        """The log that picks `best.weights.h5`."""
+        return resolve_monitor(self.config.checkpoint_monitor, self.validation is not None)
+
+    @functools.cached_property
+    def loop(self) -> DistributedLoop:
+        """One loop for every stage: its traced steps are reused."""
+        return DistributedLoop(self.model, self.strategy)
+
+    @property
+    def uses_loop(self) -> bool:
+        """Whether the stages run `DistributedLoop` rather than `model.fit`."""
+        engine = self.config.engine
+        return engine == "loop" or (engine == "auto" and needs_custom_loop(self.strategy))
+
+
+class _StageRunner:
+    """Runs one stage: compile, callbacks, `fit` (or the loop), completion marker."""
+
+    def __init__(self, run: TrainingRun, stage: Stage):
+        self.run = run
+        self.stage = stage
+        self.backup_dir = os.path.join(stage.directory, "backup")
+
+    def __call__(self) -> dict:
+        """Runs the stage; returns its history (every epoch, restarts included)."""
+        run, stage = self.run, self.stage
+        if run.chief:
+            os.makedirs(stage.directory, exist_ok=True)
+        self.compile()
+        private_apis.set_initial_epoch(run.model, None)  # never from an earlier fit
+        history = HistoryLogger(os.path.join(stage.directory, "history.csv"),
+                                enabled=run.chief)
+        self.fit([*self.callbacks(), history])
+        if run.model.stop_training and _last_loss_is_nan(run.model):
+            raise RuntimeError(
+                f"{stage.name} stopped on a NaN loss; the stage is not marked complete. "
+                f"Lower the learning rate and rerun (the backup in {self.backup_dir} is kept)."
+            )
+        if run.chief:
+            atomic_save_weights(run.model, stage.final)
+            atomic_io.write_json(stage.marker, {"stage": stage.name,
+                                                "epochs": stage.config.epochs,
+                                                "config": dataclasses.asdict(stage.config)})
+            shutil.rmtree(self.backup_dir, ignore_errors=True)
+        return history.history()
+
+    def compile(self) -> None:
+        """A fresh optimizer for the stage (the original's stage 2 was a new solver).
+
+        After an earlier stage in this process the optimizer is reset instead
+        (`CaffeSGD.reset`: zero state, the stage's learning rate and step), so that
+        the traced, possibly XLA-compiled, training step is reused: compiling the
+        paper's network again would cost minutes.
+        """
+        run, stage = self.run, self.stage
+        class_weights = self.class_weights()
+        step = stage.config.lr_step_size if run.config.lr_schedule == "step" else None
+        key = (id(run), None if class_weights is None else tuple(class_weights))
+        with run.strategy.scope():
+            if run.compile_key == key:
+                run.model.optimizer.reset(stage.config.learning_rate, step)
+                return
+            compile_for_training(run.model, run.config, stage.config, class_weights)
+        run.compile_key = key
+
+    def fit(self, callbacks: list) -> None:
+        run, stage = self.run, self.stage
+        kwargs = dict(
+            epochs=stage.config.epochs,
+            steps_per_epoch=stage.config.steps_per_epoch,
+            validation_data=run.validation,
+            validation_steps=stage.config.validation_steps if run.validation else None,
+            callbacks=callbacks,
+            verbose=run.config.verbose if run.chief else 0,
+        )
+        try:
+            if run.uses_loop:
+                run.loop.fit(stage.dataset, **kwargs)
+            else:
+                run.model.fit(stage.dataset, shuffle=False, **kwargs)
+        finally:
+            private_apis.set_initial_epoch(run.model, None)
+
+    def class_weights(self) -> list[float] | None:
+        run, stage = self.run, self.stage
+        return stage_class_weights(run.config, stage.dataset, run.model.output_shape[-1],
+                                   stage.directory, write=run.chief)
+
+    def callbacks(self) -> list:
+        run, stage, config = self.run, self.stage, self.run.config
+        callbacks = list(run.extra_callbacks) + [
+            EpochBackup(self.backup_dir, save_freq=config.backup_save_freq,
+                        enabled=run.chief),
+            AtomicCheckpoint(stage.directory, monitor=run.checkpoint_monitor,
+                             enabled=run.chief),
+            keras.callbacks.TerminateOnNaN(),
+        ]
+        if config.lr_schedule == "plateau":
+            monitor = run.plateau_monitor
+            callbacks.append(keras.callbacks.ReduceLROnPlateau(
+                monitor=monitor, factor=config.lr_decay_factor,
+                patience=config.plateau_patience, min_lr=config.min_learning_rate,
+                mode="max" if ("iou" in monitor or "acc" in monitor) else "min",
+                verbose=1 if config.verbose and run.chief else 0,
+            ))
+        if config.tensorboard and run.chief:
+            if importlib.util.find_spec("tensorboard") is None:
+                warnings.warn(
+                    "TrainingConfig.tensorboard is True but the `tensorboard` package is "
+                    "not installed (`pip install tensorboard`): no TensorBoard logs.",
+                    stacklevel=4,
+                )
+            else:
+                callbacks.append(keras.callbacks.TensorBoard(
+                    os.path.join(run.output_dir, "logs", stage.name), profile_batch=0))
+        return callbacks
+
+
+def _load_stage_weights(model, stage: Stage, which: str = "final") -> str:
+    """Loads a completed stage's `final` (or `best`) weights, falling back to its
+    last epoch's weights when the file is unreadable; returns the path loaded."""
+    candidates = [os.path.join(stage.directory, f"{which}.weights.h5")]
+    if which == "best":
+        candidates.append(stage.final)
+    candidates.append(os.path.join(stage.directory, "last.weights.h5"))
+    existing = [p for p in candidates if os.path.exists(p)] or candidates[:1]
+    return load_first_readable(model, existing, f"{stage.name}'s weights")
+
+
+def _recompute_batchnorm(run: TrainingRun, stage: Stage) -> bool:
+    """BN statistics after the last stage, resumable: returns True when applied.
+
+    Kept inside that stage's directory, so that a later run which trains another
+    stage after it (or retrains it) never picks up statistics of other weights.
+    """
+    config = run.config
+    dataset = stage.dataset
+    if not config.recompute_batchnorm or dataset is None or not batchnorm_layers(run.model):
+        return False
+    directory = os.path.join(stage.directory, "batchnorm")
+    marker = os.path.join(directory, "COMPLETE.json")
+    final = os.path.join(directory, "final.weights.h5")
+    if os.path.exists(marker):
+        load_first_readable(run.model, [final], "recomputed BatchNorm weights")
+        return True
+    if config.batchnorm_batch_size:
+        dataset = dataset.unbatch().batch(config.batchnorm_batch_size)
+    used = recompute_batchnorm_statistics(
+        run.model, dataset, num_batches=config.batchnorm_batches, method="caffe",
+        unbiased=config.batchnorm_unbiased)
+    if run.chief:
+        atomic_save_weights(run.model, final)
+        atomic_io.write_json(marker, {"batches": used,
+                                      "batch_size": config.batchnorm_batch_size,
+                                      "unbiased": config.batchnorm_unbiased})
+    return True
+
+
+
+def run_stages(run: TrainingRun, stages: list[Stage]) -> dict:
+    """Runs or skips each stage, then the BN recomputation and `final.weights.h5`.
+
+    Args:
+        run: the `TrainingRun`.
+        stages: the stages, in order; those with `config.epochs == 0` are skipped.
+
+    Returns:
+        `{stage name: {log: [per-epoch values]}}`, every epoch of a completed or
+        resumed stage included; empty for a skipped stage.
+
+    Raises:
+        RuntimeError: when a stage ends on a NaN loss.
+        CheckpointError: when a checkpoint or marker cannot be read.
+
+    Example:
+
+    >>> model = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(3, 1)])
+    >>> run = TrainingRun(model, TrainingConfig(), tf.distribute.get_strategy(), "run",
+    ...                   chief=True, validation=None, extra_callbacks=[])
+    >>> run_stages(run, [Stage("stage1", StageConfig(epochs=0), None, "run/stage1")])
+    {'stage1': {}}
+    """
+    history = {}
+    pending = None  # (completed stage, which weights) not yet loaded into the model
+    last = None
+    for stage in stages:
+        history[stage.name] = {}
+        if not stage.config.epochs:
+            continue
+        last = stage
+        if os.path.exists(stage.marker):
+            read_json_file(stage.marker, f"{stage.name} completion marker")
+            init = "best" if run.config.stage2_init == "best" else "final"
+            pending = (stage, init)
+        else:
+            if pending is not None:
+                _load_stage_weights(run.model, *pending)
+                pending = None
+            history[stage.name] = _StageRunner(run, stage)()
+            continue
+        history[stage.name] = read_history(os.path.join(stage.directory, "history.csv"))
+    if pending is not None:
+        _load_stage_weights(run.model, pending[0], "final")
+    if last is not None:
+        _recompute_batchnorm(run, last)
+        if run.chief:
+            atomic_save_weights(run.model, os.path.join(run.output_dir, "final.weights.h5"))
+    return history
+
+
+def _last_loss_is_nan(model) -> bool:
+    history = getattr(model, "history", None)
+    losses = getattr(history, "history", {}).get("loss", []) if history else []
+    return bool(losses) and math.isnan(float(losses[-1]))
