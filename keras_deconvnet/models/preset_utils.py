@@ -287,6 +287,12 @@ class NamedConfigBackboneMixin:
 
     CONFIG_KEYS: tuple = ()
 
+    def _store_config(self, arguments: dict) -> None:
+        """Keeps the constructor arguments named in `CONFIG_KEYS` (what `get_config`
+        returns); call it with the constructor's `locals()`."""
+        for key in self.CONFIG_KEYS:
+            setattr(self, key, arguments[key])
+
     def get_config(self):
         config = super().get_config()
         config.update({key: getattr(self, key) for key in self.CONFIG_KEYS})

@@ -78,7 +78,10 @@ class SegmenterMixin(preset_utils.SegmenterPresetMixin):
             return self._class_names
         return ("background",) + tuple(f"class_{i}" for i in range(1, self.num_classes))
 
-    def _set_classes(self, num_classes, class_names, palette):
+    def _set_classes(self, num_classes, class_names, palette, activation=None):
+        """Checks and keeps the head's classes, their names and colours, and the
+        output activation (`None`: logits, or `"softmax"`)."""
+        self.activation = activation
         self.num_classes = validate_num_classes(num_classes)
         self._class_names = check_class_names(class_names, num_classes)
         self.palette = check_palette(palette, num_classes)

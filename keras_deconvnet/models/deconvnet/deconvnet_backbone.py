@@ -156,11 +156,4 @@ class DeconvNetBackbone(preset_utils.NamedConfigBackboneMixin, Backbone):
         super().__init__(inputs=inputs, outputs=x, **kwargs)
 
         # === Config ===
-        self.block_filters = block_filters
-        self.block_depths = block_depths
-        self.fc_units = fc_units
-        self.fc_kernel_size = fc_kernel_size
-        self.use_batch_norm = use_batch_norm
-        self.batch_norm_epsilon = batch_norm_epsilon
-        self.image_shape = image_shape
-        self.decoder_initializer = decoder_initializer
+        self._store_config(locals())

@@ -51,18 +51,9 @@ class DeconvNetImageSegmenter(SegmenterMixin, ImageSegmenter):
     backbone_cls = DeconvNetBackbone
     preprocessor_cls = DeconvNetImageSegmenterPreprocessor
 
-    def __init__(
-        self,
-        backbone,
-        num_classes: int = 21,
-        activation: str | None = None,
-        preprocessor=None,
-        class_names=None,
-        palette=None,
-        **kwargs,
-    ):
-        self._set_classes(num_classes, class_names, palette)
-        self.activation = activation
+    def __init__(self, backbone, num_classes: int = 21, activation: str | None = None,
+                 preprocessor=None, class_names=None, palette=None, **kwargs):
+        self._set_classes(num_classes, class_names, palette, activation)
         # === Layers ===
         # The authors' filler for seg-score: Gaussian std 0.01, bias 0.
         initializer = "glorot_uniform"

@@ -47,18 +47,9 @@ class FCN8sImageSegmenter(SegmenterMixin, ImageSegmenter):
     backbone_cls = FCN8sBackbone
     preprocessor_cls = FCN8sImageSegmenterPreprocessor
 
-    def __init__(
-        self,
-        backbone,
-        num_classes: int = 21,
-        activation: str | None = None,
-        preprocessor=None,
-        class_names=None,
-        palette=None,
-        **kwargs,
-    ):
-        self._set_classes(num_classes, class_names, palette)
-        self.activation = activation
+    def __init__(self, backbone, num_classes: int = 21, activation: str | None = None,
+                 preprocessor=None, class_names=None, palette=None, **kwargs):
+        self._set_classes(num_classes, class_names, palette, activation)
         pool4_offset, pool3_offset, final_offset = crop_offsets(
             backbone.input_padding, backbone.fc_kernel_size,
             block_depths=backbone.block_depths,
