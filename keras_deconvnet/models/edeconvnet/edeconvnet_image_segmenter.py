@@ -89,9 +89,9 @@ class EDeconvNetImageSegmenter(SegmenterMixin, ImageSegmenter):
                 "The two members must predict the same classes. Received: "
                 f"{deconvnet.num_classes} and {fcn8s.num_classes}"
             )
-        self._set_classes(deconvnet.num_classes, deconvnet._class_names, deconvnet.palette)
+        self._set_classes(deconvnet.num_classes, deconvnet._class_names, deconvnet.palette,
+                          activation=None if mode == "product" else "softmax")
         self.mode = mode
-        self.activation = None if mode == "product" else "softmax"
         # === Functional model ===
         inputs = keras.Input(shape=deconvnet.input_shape[1:], name="images")
         scores = deconvnet(inputs)
