@@ -155,7 +155,7 @@ class QuickstartConfig:
         over tight windows, every window run (over 3 seeds: +5 to +12 points of mean
         IoU over whole-image inference; the authors' raw-score maximum over 1.2x
         windows, `deconvnet evaluate`'s default, gave -3 to +8 here)."""
-        from keras_deconvnet.inference.methods import InferenceConfig
+        from keras_deconvnet.inference.config import InferenceConfig
 
         return InferenceConfig(top_n=self.top_n, score_mode="probabilities", context=1.0,
                                min_box_size=0, fcn_input_size=self.image_size)

@@ -30,8 +30,8 @@ import dataclasses
 
 import tensorflow as tf
 
-from keras_deconvnet.data.example_format import IGNORE_LABEL
 from keras_deconvnet.data.proposals import box_iou, call_proposals
+from keras_deconvnet.labels import IGNORE_LABEL
 
 
 def _check_sizes(crop_size, resize_size, context):

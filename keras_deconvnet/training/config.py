@@ -12,7 +12,7 @@ import dataclasses
 import os
 
 from keras_deconvnet import atomic_io
-from keras_deconvnet.training.callbacks import read_json_file
+from keras_deconvnet.training.checkpoints import read_json_file
 
 LR_SCHEDULES = ("plateau", "step", "constant")
 ENGINES = ("auto", "fit", "loop")

@@ -21,7 +21,7 @@ from keras import ops
 
 from keras_deconvnet import atomic_io
 from keras_deconvnet.labels import IGNORE_LABEL
-from keras_deconvnet.training.callbacks import read_json_file
+from keras_deconvnet.training.checkpoints import read_json_file
 from keras_deconvnet.training.config import TrainingConfig
 
 

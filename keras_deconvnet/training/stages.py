@@ -28,18 +28,17 @@ from keras_deconvnet.training.batchnorm import (
     batchnorm_layers,
     recompute_batchnorm_statistics,
 )
-from keras_deconvnet.training.callbacks import (
+from keras_deconvnet.training.checkpoints import (
     AtomicCheckpoint,
     EpochBackup,
-    HistoryLogger,
     atomic_save_weights,
     load_first_readable,
-    read_history,
     read_json_file,
 )
 from keras_deconvnet.training.compile import compile_for_training
 from keras_deconvnet.training.config import StageConfig, TrainingConfig, resolve_monitor
 from keras_deconvnet.training.distributed import DistributedLoop, needs_custom_loop
+from keras_deconvnet.training.history import HistoryLogger, read_history
 from keras_deconvnet.training.losses import stage_class_weights
 
 

@@ -52,13 +52,14 @@ from collections.abc import Callable, Sequence
 import keras
 import tensorflow as tf
 
-from keras_deconvnet.training.callbacks import CheckpointError, OutputDirLock
+from keras_deconvnet.training.checkpoints import CheckpointError
 from keras_deconvnet.training.config import (
     TrainingConfig,
     as_training_config,
     resolve_monitor,
 )
 from keras_deconvnet.training.distributed import get_strategy, is_chief
+from keras_deconvnet.training.output_lock import OutputDirLock
 from keras_deconvnet.training.stages import Stage, TrainingRun, run_stages
 
 __all__ = ["train_two_stage"]
