@@ -3,11 +3,14 @@
 - `layout.check_layout`: checks an export directory against what TF Serving expects
   (`deconvnet serve --check DIR`).
 - `client.RestClient` / `client.GrpcClient`: predict over TF Serving's REST or gRPC
-  API from image files, encoded bytes or arrays; label maps come back as numpy.
+  API from image files, encoded bytes or arrays (`image_encoding.encode_image`);
+  label maps come back as numpy; `client.RetryPolicy` says how calls are retried.
 - `rest_server.RestServer` (+ `grpc_server.start_grpc_server`): a local server with
-  TF Serving's REST (and gRPC) API over `servables.ModelRepository`, which loads each
-  version in isolation and polls for new ones, with `limits.RequestLimits` on the work
-  one request can cause (`deconvnet serve --model-base DIR`; options and start-up in
+  TF Serving's REST (and gRPC) API, its connections bounded by
+  `connections.ConnectionLimits`, over `repository.ModelRepository`, which loads each
+  version in isolation (`servables`) and polls for new ones, checks requests against
+  each `signatures.Signature` (`tensors`) and `limits.RequestLimits` on the work one
+  request can cause (`deconvnet serve --model-base DIR`; options and start-up in
   `launcher`, which the command line imports).
 - Deployment files for the real `tensorflow/serving`: `docker-run.sh`,
   `models.config`, `batching_parameters.txt` (in this directory).
@@ -28,14 +31,16 @@ import importlib
 _EXPORTS = {
     "RestClient": "client",
     "GrpcClient": "client",
-    "encode_image": "client",
+    "RetryPolicy": "client",
+    "encode_image": "image_encoding",
     "ServingError": "errors",
     "ServingConnectionError": "errors",
     "ServingTimeoutError": "errors",
     "check_layout": "layout",
     "LayoutReport": "layout",
     "RestServer": "rest_server",
-    "ModelRepository": "servables",
+    "ConnectionLimits": "connections",
+    "ModelRepository": "repository",
     "VersionStatus": "servables",
     "RequestLimits": "limits",
     "BatchingOptions": "batching",

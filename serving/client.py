@@ -9,7 +9,7 @@ Both clients have the same methods:
 - `predict_images(images)`: image files, encoded bytes or arrays of any size ->
   one label map per image at its own size (signature `predict_image_bytes`).
 
-Connection errors are retried with exponential backoff (`retries`, `backoff`);
+Connection errors are retried with exponential backoff (`retry`, a `RetryPolicy`);
 every call has a `timeout`. Error answers raise `ServingError` with TF Serving's
 message and code. The REST client uses only the standard library; the gRPC client
 needs `grpcio` and `tensorflow-serving-api` (imported when first used).
@@ -24,8 +24,8 @@ Example:
 from __future__ import annotations
 
 import base64
+import dataclasses
 import http.client
-import io
 import json
 import os
 import socket
@@ -33,7 +33,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,77 +42,10 @@ from keras_deconvnet.serving.errors import (
     ServingError,
     ServingTimeoutError,
 )
+from keras_deconvnet.serving.image_encoding import ImageLike, encode_image
 
 DEFAULT_SIGNATURE = "serving_default"
 IMAGE_BYTES_SIGNATURE = "predict_image_bytes"
-
-ImageLike = str | os.PathLike | bytes | np.ndarray
-
-
-_EXIF_ORIENTATION = 0x0112
-
-
-def exif_transposed(data: bytes) -> bytes:
-    """`data` with its EXIF orientation applied to the pixels (re-encoded as PNG).
-
-    The bytes come back unchanged when they carry no orientation other than 1 (or
-    cannot be read: the server answers for them).
-    """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            if image.getexif().get(_EXIF_ORIENTATION, 1) in (None, 1):
-                return data
-            image = ImageOps.exif_transpose(image)
-            if image.mode not in ("RGB", "RGBA", "L", "LA"):
-                image = image.convert("RGB")
-            buffer = io.BytesIO()
-            image.save(buffer, "PNG")
-            return buffer.getvalue()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        return data
-
-
-def encode_image(image: ImageLike, exif_transpose: bool = False) -> bytes:
-    """Encoded image bytes for `predict_image_bytes`.
-
-    Args:
-        image: a file path (its bytes are sent as they are), encoded bytes, or an
-            array `(height, width, 3)` / `(height, width)` with values in 0-255
-            (encoded losslessly as PNG).
-        exif_transpose: apply the EXIF orientation of a file or encoded bytes before
-            sending (re-encoded losslessly as PNG). The server, like TF Serving's
-            `tf.io.decode_image`, ignores EXIF, as `load_image` (and so `deconvnet
-            predict`) does by default; pass `True` where `load_image(...,
-            exif_transpose=True)` (`deconvnet predict --exif-transpose`) is used, so
-            both see the same pixels.
-
-    Returns:
-        The encoded image.
-    """
-    if isinstance(image, bytes):
-        return exif_transposed(image) if exif_transpose else image
-    if isinstance(image, str | os.PathLike):
-        data = Path(image).read_bytes()
-        return exif_transposed(data) if exif_transpose else data
-    if isinstance(image, np.ndarray):
-        from PIL import Image
-
-        array = np.asarray(image)
-        if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (1, 3, 4)):
-            raise ValueError(
-                "An image array must be (height, width), (height, width, 1|3|4). "
-                f"Received: shape={array.shape}"
-            )
-        if array.ndim == 3 and array.shape[-1] == 1:
-            array = array[..., 0]
-        buffer = io.BytesIO()
-        Image.fromarray(np.clip(np.rint(array), 0, 255).astype(np.uint8)).save(buffer, "PNG")
-        return buffer.getvalue()
-    raise TypeError(
-        f"An image must be a path, bytes or a numpy array. Received: {type(image).__name__}"
-    )
 
 
 def _crop_labels(labels: np.ndarray, sizes: np.ndarray) -> list[np.ndarray]:
@@ -132,33 +64,101 @@ def _check_batch(images) -> np.ndarray:
     return images
 
 
-class _Retrying:
-    """Retry with exponential backoff on connection errors (shared by both clients)."""
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    """How a client retries a call that could not connect: exponential backoff.
 
-    def __init__(self, retries: int, backoff: float, max_backoff: float, sleep: Callable):
-        if retries < 0 or backoff < 0:
+    A REST call is retried when it could not connect or got 502, 503 or 504; a gRPC
+    call when it got `UNAVAILABLE`. Timeouts and other errors are never retried.
+
+    Args:
+        retries: how often to retry; `0` disables retries. Defaults to 3.
+        backoff: seconds before the first retry, doubled on each next one, capped at
+            `max_backoff`. Defaults to 0.25.
+        max_backoff: the longest wait between retries. Defaults to 4.
+        sleep: the function that waits (tests pass a fake). Defaults to `time.sleep`.
+
+    Example:
+
+    >>> RetryPolicy(retries=4, backoff=0.1, max_backoff=0.3).delays()
+    [0.1, 0.2, 0.3, 0.3]
+    >>> client = RestClient("http://127.0.0.1:8501", retry=RetryPolicy(retries=0))
+    """
+
+    retries: int = 3
+    backoff: float = 0.25
+    max_backoff: float = 4.0
+    sleep: Callable[[float], None] = time.sleep
+
+    def __post_init__(self):
+        if self.retries < 0 or self.backoff < 0:
             raise ValueError(
-                f"`retries` and `backoff` must be >= 0. Received: {retries}, {backoff}"
+                f"`retries` and `backoff` must be >= 0. Received: {self.retries}, "
+                f"{self.backoff}"
             )
-        self.retries = retries
-        self.backoff = backoff
-        self.max_backoff = max_backoff
-        self.sleep = sleep
+        if self.max_backoff < 0:
+            raise ValueError(f"`max_backoff` must be >= 0. Received: {self.max_backoff}")
 
-    def __call__(self, call: Callable[[], Any], retry_on: tuple[type[BaseException], ...]):
-        for attempt in range(self.retries + 1):
+    def delays(self) -> list[float]:
+        """The waits before each retry, in seconds."""
+        return [min(self.max_backoff, self.backoff * 2**n) for n in range(self.retries)]
+
+    def run(self, call: Callable[[], Any]) -> Any:
+        """Returns `call()`, retried after each wait while it raises `_Retry`; raises the
+        error the last `_Retry` carried."""
+        for delay in [*self.delays(), None]:
             try:
                 return call()
-            except retry_on:
-                if attempt == self.retries:
-                    raise
-                self.sleep(min(self.max_backoff, self.backoff * 2**attempt))
+            except _Retry as e:
+                if delay is None:
+                    raise e.error from None
+                self.sleep(delay)
         raise AssertionError("unreachable")
 
 
+class _Retry(Exception):
+    """A retryable failure; `error` is what the caller sees once the retries run out."""
+
+    def __init__(self, error: ServingError):
+        super().__init__(str(error))
+        self.error = error
+
+
 class _BaseClient:
+    # Whether `wait_until_available` waits through "not found" (REST: 404 until the
+    # model's first version is loaded) instead of raising it.
+    _waits_through_not_found = False
+
     def predict(self, inputs, signature_name: str = DEFAULT_SIGNATURE):  # pragma: no cover
         raise NotImplementedError
+
+    def status(self) -> list[dict]:  # pragma: no cover
+        raise NotImplementedError
+
+    @property
+    def _endpoint(self) -> str:  # pragma: no cover
+        raise NotImplementedError
+
+    def wait_until_available(self, timeout: float = 60.0, interval: float = 0.2) -> list[dict]:
+        """Polls the status until a version is `AVAILABLE`; returns the status.
+
+        Raises:
+            ServingTimeoutError: no version `AVAILABLE` within `timeout` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                status = self.status()
+                if any(s.get("state") == "AVAILABLE" for s in status):
+                    return status
+            except (ServingConnectionError, ServingTimeoutError):
+                pass
+            except ServingError as e:
+                if not (self._waits_through_not_found and e.http_status == 404):
+                    raise
+            if time.monotonic() > deadline:
+                raise ServingTimeoutError(f"{self._endpoint} not available after {timeout} s")
+            time.sleep(interval)
 
     def predict_labels(
         self, images: np.ndarray, signature_name: str = DEFAULT_SIGNATURE
@@ -226,12 +226,8 @@ class RestClient(_BaseClient):
         model_name: the model. Defaults to `"deconvnet"`.
         version: a version number; `None` (default) asks for the newest.
         timeout: seconds to wait for each answer.
-        retries: how often to retry a request that could not connect (or got 502,
-            503 or 504); `0` disables retries.
-        backoff: seconds before the first retry, doubled on each next one, capped at
-            `max_backoff`.
-        max_backoff: the longest wait between retries.
-        sleep: the function that waits (tests pass a fake).
+        retry: how a request that could not connect (or got 502, 503 or 504) is
+            retried; defaults to `RetryPolicy()` (3 retries from 0.25 s).
 
     Example:
 
@@ -240,16 +236,15 @@ class RestClient(_BaseClient):
     (1, 224, 224)
     """
 
+    _waits_through_not_found = True
+
     def __init__(
         self,
         url: str = "http://127.0.0.1:8501",
         model_name: str = "deconvnet",
         version: int | None = None,
         timeout: float = 30.0,
-        retries: int = 3,
-        backoff: float = 0.25,
-        max_backoff: float = 4.0,
-        sleep: Callable[[float], None] = time.sleep,
+        retry: RetryPolicy | None = None,
     ):
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"`url` must start with http:// or https://. Received: {url!r}")
@@ -257,7 +252,11 @@ class RestClient(_BaseClient):
         self.model_name = model_name
         self.version = version
         self.timeout = timeout
-        self._retrying = _Retrying(retries, backoff, max_backoff, sleep)
+        self.retry = retry or RetryPolicy()
+
+    @property
+    def _endpoint(self) -> str:
+        return self.model_url
 
     @property
     def model_url(self) -> str:
@@ -304,10 +303,7 @@ class RestClient(_BaseClient):
             except json.JSONDecodeError as e:
                 raise ServingError(f"the server answered invalid JSON: {e}", "INTERNAL") from None
 
-        try:
-            return self._retrying(call, (_Retry,))
-        except _Retry as e:
-            raise e.error from None
+        return self.retry.run(call)
 
     def status(self) -> list[dict]:
         """The `model_version_status` entries (one per version, or the requested one)."""
@@ -316,25 +312,6 @@ class RestClient(_BaseClient):
     def metadata(self) -> dict:
         """The model's metadata (`model_spec` and the signature defs)."""
         return self.request("GET", f"{self.model_url}/metadata")
-
-    def wait_until_available(self, timeout: float = 60.0, interval: float = 0.2) -> list[dict]:
-        """Polls the status until a version is `AVAILABLE`; returns the status."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                status = self.status()
-                if any(s.get("state") == "AVAILABLE" for s in status):
-                    return status
-            except (ServingConnectionError, ServingTimeoutError):
-                pass
-            except ServingError as e:
-                if e.http_status != 404:
-                    raise
-            if time.monotonic() > deadline:
-                raise ServingTimeoutError(
-                    f"{self.model_url} not available after {timeout} s"
-                )
-            time.sleep(interval)
 
     def predict(
         self,
@@ -377,12 +354,6 @@ class RestClient(_BaseClient):
         return {k: np.asarray(v) for k, v in outputs.items()}
 
 
-class _Retry(Exception):
-    def __init__(self, error: ServingError):
-        super().__init__(str(error))
-        self.error = error
-
-
 def _error_message(error: urllib.error.HTTPError) -> str:
     try:
         body = error.read()
@@ -402,11 +373,9 @@ class GrpcClient(_BaseClient):
         model_name: the model. Defaults to `"deconvnet"`.
         version: a version number; `None` (default) asks for the newest.
         timeout: seconds to wait for each answer.
-        retries: how often to retry a call that got `UNAVAILABLE`.
-        backoff: seconds before the first retry, doubled each time.
-        max_backoff: the longest wait between retries.
+        retry: how a call that got `UNAVAILABLE` is retried; defaults to
+            `RetryPolicy()` (3 retries from 0.25 s).
         max_message_bytes: the largest answer accepted.
-        sleep: the function that waits.
 
     Example:
 
@@ -421,11 +390,8 @@ class GrpcClient(_BaseClient):
         model_name: str = "deconvnet",
         version: int | None = None,
         timeout: float = 30.0,
-        retries: int = 3,
-        backoff: float = 0.25,
-        max_backoff: float = 4.0,
+        retry: RetryPolicy | None = None,
         max_message_bytes: int = 256 * 1024 * 1024,
-        sleep: Callable[[float], None] = time.sleep,
     ):
         from keras_deconvnet.serving.grpc_server import require_grpc
 
@@ -435,13 +401,17 @@ class GrpcClient(_BaseClient):
         self.model_name = model_name
         self.version = version
         self.timeout = timeout
-        self._retrying = _Retrying(retries, backoff, max_backoff, sleep)
+        self.retry = retry or RetryPolicy()
         self._channel = self._grpc.insecure_channel(
             target, options=[("grpc.max_receive_message_length", max_message_bytes),
                              ("grpc.max_send_message_length", max_message_bytes)],
         )
         self._prediction = prediction_grpc.PredictionServiceStub(self._channel)
         self._models = model_grpc.ModelServiceStub(self._channel)
+
+    @property
+    def _endpoint(self) -> str:
+        return self.target
 
     def close(self) -> None:
         self._channel.close()
@@ -477,10 +447,7 @@ class GrpcClient(_BaseClient):
                     ) from None
                 raise ServingError(e.details() or str(code), code.name) from None
 
-        try:
-            return self._retrying(call, (_Retry,))
-        except _Retry as e:
-            raise e.error from None
+        return self.retry.run(call)
 
     def status(self) -> list[dict]:
         """The version statuses, as the REST API's `model_version_status` entries."""
@@ -513,20 +480,6 @@ class GrpcClient(_BaseClient):
             "metadata": {"signature_def": json_format.MessageToDict(
                 signature_map, preserving_proto_field_name=True)},
         }
-
-    def wait_until_available(self, timeout: float = 60.0, interval: float = 0.2) -> list[dict]:
-        """Polls the status until a version is `AVAILABLE`; returns the status."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                status = self.status()
-                if any(s["state"] == "AVAILABLE" for s in status):
-                    return status
-            except (ServingConnectionError, ServingTimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                raise ServingTimeoutError(f"{self.target} not available after {timeout} s")
-            time.sleep(interval)
 
     def predict(
         self,

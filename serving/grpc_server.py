@@ -12,7 +12,9 @@ installed, install it with `pip install --no-deps tensorflow-serving-api==2.21.*
 
 from __future__ import annotations
 
+import functools
 from concurrent import futures
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -25,8 +27,25 @@ INSTALL_HINT = (
 )
 
 
-def require_grpc():
-    """Imports the gRPC modules; raises `ImportError` with install instructions."""
+class GrpcModules(NamedTuple):
+    """The gRPC runtime and TF Serving's API modules (see `require_grpc`)."""
+
+    grpc: Any
+    predict_pb2: Any
+    prediction_service_pb2_grpc: Any
+    get_model_metadata_pb2: Any
+    get_model_status_pb2: Any
+    model_service_pb2_grpc: Any
+
+
+def require_grpc() -> GrpcModules:
+    """Imports the gRPC modules; raises `ImportError` with install instructions.
+
+    Example:
+
+    >>> modules = require_grpc()  # doctest: +SKIP
+    >>> request = modules.predict_pb2.PredictRequest()  # doctest: +SKIP
+    """
     try:
         import grpc
         from tensorflow_serving.apis import (
@@ -38,8 +57,8 @@ def require_grpc():
         )
     except ImportError as e:
         raise ImportError(f"{INSTALL_HINT} ({e})") from None
-    return (grpc, predict_pb2, prediction_service_pb2_grpc, get_model_metadata_pb2,
-            get_model_status_pb2, model_service_pb2_grpc)
+    return GrpcModules(grpc, predict_pb2, prediction_service_pb2_grpc, get_model_metadata_pb2,
+                       get_model_status_pb2, model_service_pb2_grpc)
 
 
 def to_tensor_proto(array: np.ndarray):
@@ -148,6 +167,100 @@ def _version(model_spec):
     return None
 
 
+def _guarded(method):
+    """Answers a `ServingError` with its code, and any other error with `INTERNAL`."""
+
+    @functools.wraps(method)
+    def call(self, request, context):
+        import grpc
+
+        codes = grpc.StatusCode
+        try:
+            return method(self, request, context)
+        except ServingError as e:
+            context.abort(getattr(codes, e.code, codes.UNKNOWN), e.message)
+        except Exception as e:  # never let a bug kill the worker
+            context.abort(codes.INTERNAL, f"Internal error: {e}")
+
+    return call
+
+
+def _predict(repository, request, predict_pb2):
+    """`PredictionService.Predict`: the outputs in `output_filter` (default: all)."""
+    name = request.model_spec.name
+    version = _version(request.model_spec)
+    inputs = {k: from_tensor_proto(v, k) for k, v in request.inputs.items()}
+    servable, signature, outputs = repository.predict(
+        name, version, request.model_spec.signature_name, inputs, strict_dtype=True
+    )
+    wanted = list(request.output_filter) or sorted(outputs)
+    unknown = [k for k in wanted if k not in outputs]
+    if unknown:
+        raise ServingError(f"output tensor alias not found in signature: {', '.join(unknown)}")
+    response = predict_pb2.PredictResponse()
+    response.model_spec.name = name
+    response.model_spec.version.value = servable.version
+    response.model_spec.signature_name = signature.name
+    for key in wanted:
+        response.outputs[key].CopyFrom(to_tensor_proto(outputs[key]))
+    return response
+
+
+def _model_metadata(repository, request, metadata_pb2):
+    """`PredictionService.GetModelMetadata`: the version's signature defs."""
+    if list(request.metadata_field) != ["signature_def"]:
+        raise ServingError("Metadata field must be exactly ['signature_def']")
+    servable = repository.get(request.model_spec.name, _version(request.model_spec))
+    signature_map = metadata_pb2.SignatureDefMap()
+    for key, value in servable.signature_defs.items():
+        signature_map.signature_def[key].CopyFrom(value)
+    response = metadata_pb2.GetModelMetadataResponse()
+    response.model_spec.name = servable.name
+    response.model_spec.version.value = servable.version
+    response.metadata["signature_def"].Pack(signature_map)
+    return response
+
+
+def _model_status(repository, request, status_pb2):
+    """`ModelService.GetModelStatus`: the REST status JSON as `ModelVersionStatus`es."""
+    status = repository.status(request.model_spec.name, _version(request.model_spec))
+    response = status_pb2.GetModelStatusResponse()
+    states = status_pb2.ModelVersionStatus.State
+    for entry in status["model_version_status"]:
+        version_status = response.model_version_status.add()
+        version_status.version = int(entry["version"])
+        version_status.state = states.Value(entry["state"])
+        version_status.status.error_code = error_code_number(entry["status"]["error_code"])
+        version_status.status.error_message = entry["status"]["error_message"]
+    return response
+
+
+def _servicers(repository, modules: GrpcModules) -> tuple:
+    """The `PredictionService` and `ModelService` servicers answering from `repository`."""
+
+    class PredictionServicer(modules.prediction_service_pb2_grpc.PredictionServiceServicer):
+        @_guarded
+        def Predict(self, request, context):  # noqa: N802 (the service's names)
+            return _predict(repository, request, modules.predict_pb2)
+
+        @_guarded
+        def GetModelMetadata(self, request, context):  # noqa: N802
+            return _model_metadata(repository, request, modules.get_model_metadata_pb2)
+
+        def _unimplemented(self, request, context):
+            context.abort(modules.grpc.StatusCode.UNIMPLEMENTED, "Only Predict is served: "
+                          "the DeconvNet signatures are predict signatures")
+
+        Classify = Regress = MultiInference = _unimplemented
+
+    class ModelServicer(modules.model_service_pb2_grpc.ModelServiceServicer):
+        @_guarded
+        def GetModelStatus(self, request, context):  # noqa: N802
+            return _model_status(repository, request, modules.get_model_status_pb2)
+
+    return PredictionServicer(), ModelServicer()
+
+
 def start_grpc_server(
     repository,
     host: str = "127.0.0.1",
@@ -166,92 +279,26 @@ def start_grpc_server(
 
     Returns:
         `(server, port)`; stop it with `server.stop(grace=1)`.
+
+    Example:
+
+    >>> repository = ModelRepository.from_base_dir("exported")  # doctest: +SKIP
+    >>> server, port = start_grpc_server(repository, port=0)  # doctest: +SKIP
+    >>> server.stop(grace=1)  # doctest: +SKIP
     """
-    (grpc, predict_pb2, prediction_service_pb2_grpc, get_model_metadata_pb2,
-     get_model_status_pb2, model_service_pb2_grpc) = require_grpc()
-
-    codes = grpc.StatusCode
-
-    def guarded(method):
-        def call(self, request, context):
-            try:
-                return method(self, request, context)
-            except ServingError as e:
-                context.abort(getattr(codes, e.code, codes.UNKNOWN), e.message)
-            except Exception as e:  # never let a bug kill the worker
-                context.abort(codes.INTERNAL, f"Internal error: {e}")
-        return call
-
-    class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
-        @guarded
-        def Predict(self, request, context):  # noqa: N802 (the service's names)
-            name = request.model_spec.name
-            version = _version(request.model_spec)
-            inputs = {k: from_tensor_proto(v, k) for k, v in request.inputs.items()}
-            servable, signature, outputs = repository.predict(
-                name, version, request.model_spec.signature_name, inputs, strict_dtype=True
-            )
-            wanted = list(request.output_filter) or sorted(outputs)
-            unknown = [k for k in wanted if k not in outputs]
-            if unknown:
-                raise ServingError(
-                    f"output tensor alias not found in signature: {', '.join(unknown)}"
-                )
-            response = predict_pb2.PredictResponse()
-            response.model_spec.name = name
-            response.model_spec.version.value = servable.version
-            response.model_spec.signature_name = signature.name
-            for key in wanted:
-                response.outputs[key].CopyFrom(to_tensor_proto(outputs[key]))
-            return response
-
-        @guarded
-        def GetModelMetadata(self, request, context):  # noqa: N802
-            if list(request.metadata_field) != ["signature_def"]:
-                raise ServingError("Metadata field must be exactly ['signature_def']")
-            servable = repository.get(request.model_spec.name, _version(request.model_spec))
-            signature_map = get_model_metadata_pb2.SignatureDefMap()
-            for key, value in servable.signature_defs.items():
-                signature_map.signature_def[key].CopyFrom(value)
-            response = get_model_metadata_pb2.GetModelMetadataResponse()
-            response.model_spec.name = servable.name
-            response.model_spec.version.value = servable.version
-            response.metadata["signature_def"].Pack(signature_map)
-            return response
-
-        def _unimplemented(self, request, context):
-            context.abort(codes.UNIMPLEMENTED, "Only Predict is served: the DeconvNet "
-                          "signatures are predict signatures")
-
-        Classify = Regress = MultiInference = _unimplemented
-
-    class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
-        @guarded
-        def GetModelStatus(self, request, context):  # noqa: N802
-            status = repository.status(request.model_spec.name, _version(request.model_spec))
-            response = get_model_status_pb2.GetModelStatusResponse()
-            states = get_model_status_pb2.ModelVersionStatus.State
-            for entry in status["model_version_status"]:
-                version_status = response.model_version_status.add()
-                version_status.version = int(entry["version"])
-                version_status.state = states.Value(entry["state"])
-                version_status.status.error_code = error_code_number(
-                    entry["status"]["error_code"]
-                )
-                version_status.status.error_message = entry["status"]["error_message"]
-            return response
-
-    server = grpc.server(
+    modules = require_grpc()
+    server = modules.grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", -1),
         ],
     )
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(), server
+    prediction, model = _servicers(repository, modules)
+    modules.prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        prediction, server
     )
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(), server)
+    modules.model_service_pb2_grpc.add_ModelServiceServicer_to_server(model, server)
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"cannot bind gRPC to {host}:{port}")

@@ -22,8 +22,8 @@ import signal
 import sys
 import threading
 
+from keras_deconvnet.serving import connections, rest_server
 from keras_deconvnet.serving import limits as limits_module
-from keras_deconvnet.serving import rest_server
 
 EXAMPLES = """\
 Examples:
@@ -50,8 +50,26 @@ class UsageError(ValueError):
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Adds the server's options to `parser` (`deconvnet serve` and `-m ...rest_server`)."""
-    limits = limits_module
+    """Adds the server's options to `parser` (`deconvnet serve` and `-m ...rest_server`).
+
+    Example:
+
+    >>> parser = configure_parser(argparse.ArgumentParser())
+    >>> parser.parse_args(["--model-base", "exported", "--port", "0"]).port
+    0
+    """
+    _add_model_options(parser)
+    _add_address_options(parser)
+    _add_limit_options(parser.add_argument_group(
+        "request limits", "refused with 400 (413 for the body size) naming the limit"
+    ))
+    _add_batching_options(parser)
+    _add_check_options(parser)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-base", metavar="DIR",
                         help="TF Serving base directory holding NAME/VERSION/ exports")
     parser.add_argument("--name", action="append", metavar="NAME",
@@ -63,6 +81,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                         help="rescan DIR this often for new and removed versions, as TF "
                              "Serving's --file_system_poll_wait_seconds (default "
                              f"{DEFAULT_POLL_SECONDS:g}; 0 = scan once at start-up)")
+
+
+def _add_address_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default=rest_server.DEFAULT_HOST,
                         help=f"address to bind (default {rest_server.DEFAULT_HOST}; 0.0.0.0 "
                              "for all)")
@@ -72,11 +93,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--grpc-port", type=int, default=None,
                         help="also serve gRPC PredictionService on this port (TF Serving "
                              "uses 8500; needs tensorflow-serving-api)")
-    group = parser.add_argument_group(
-        "request limits", "refused with 400 (413 for the body size) naming the limit"
-    )
+
+
+def _add_limit_options(group) -> None:
+    limits = limits_module
     group.add_argument("--max-request-bytes", type=int,
-                       default=rest_server.DEFAULT_MAX_REQUEST_BYTES, metavar="BYTES",
+                       default=connections.DEFAULT_MAX_REQUEST_BYTES, metavar="BYTES",
                        help="larger request bodies (and gRPC messages) are refused "
                             "(default 64 MiB)")
     group.add_argument("--max-rows-per-request", type=int, default=None, metavar="ROWS",
@@ -97,26 +119,32 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                        help="values (elements) of one answer, all outputs together "
                             f"(default {limits.DEFAULT_MAX_RESPONSE_VALUES:,})")
     group.add_argument("--header-timeout", type=float,
-                       default=rest_server.DEFAULT_HEADER_TIMEOUT, metavar="SECONDS",
+                       default=connections.DEFAULT_HEADER_TIMEOUT, metavar="SECONDS",
                        help="a connection must send its request line and headers within "
                             "this, from its accept or previous answer; idle keep-alive "
                             "connections close then (default "
-                            f"{rest_server.DEFAULT_HEADER_TIMEOUT:g})")
-    group.add_argument("--body-timeout", type=float, default=rest_server.DEFAULT_BODY_TIMEOUT,
+                            f"{connections.DEFAULT_HEADER_TIMEOUT:g})")
+    group.add_argument("--body-timeout", type=float, default=connections.DEFAULT_BODY_TIMEOUT,
                        metavar="SECONDS",
                        help="a request body must arrive within this, and the answer be "
-                            f"taken within it (default {rest_server.DEFAULT_BODY_TIMEOUT:g})")
+                            f"taken within it (default {connections.DEFAULT_BODY_TIMEOUT:g})")
     group.add_argument("--max-connections", type=int,
-                       default=rest_server.DEFAULT_MAX_CONNECTIONS, metavar="N",
+                       default=connections.DEFAULT_MAX_CONNECTIONS, metavar="N",
                        help="REST connections served at once; when all are taken, the one "
                             "idle longest is closed for a new one (default "
-                            f"{rest_server.DEFAULT_MAX_CONNECTIONS})")
+                            f"{connections.DEFAULT_MAX_CONNECTIONS})")
+
+
+def _add_batching_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batching-parameters-file", metavar="FILE",
                         help="TF Serving batching parameters (text proto)")
     parser.add_argument("--no-batching", action="store_true",
                         help="run each request on its own instead of batching "
                              "concurrent ones")
     parser.add_argument("--access-log", action="store_true", help="log every request")
+
+
+def _add_check_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--check", metavar="DIR",
                         help="only check DIR (base or model directory) against TF "
                              "Serving's layout, loading every version, and exit: 0 if "
@@ -127,8 +155,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
                         help="signatures --check requires (default: serving_default "
                              "predict_image_bytes)")
     parser.add_argument("--json", action="store_true", help="--check prints JSON")
-    parser.set_defaults(func=run)
-    return parser
 
 
 def check(args: argparse.Namespace) -> int:
@@ -173,6 +199,21 @@ def request_limits(args: argparse.Namespace, options) -> limits_module.RequestLi
     return limits_module.RequestLimits(*values.values())
 
 
+def connection_limits(args: argparse.Namespace) -> connections.ConnectionLimits:
+    """The REST server's `ConnectionLimits` of the parsed options.
+
+    Example:
+
+    >>> args = configure_parser(argparse.ArgumentParser()).parse_args(["--body-timeout", "5"])
+    >>> connection_limits(args).body_timeout
+    5.0
+    """
+    return connections.ConnectionLimits(
+        max_request_bytes=args.max_request_bytes, max_connections=args.max_connections,
+        header_timeout=args.header_timeout, body_timeout=args.body_timeout,
+    )
+
+
 def _check_options(args: argparse.Namespace) -> None:
     for flag, port in (("--port", args.port), ("--grpc-port", args.grpc_port)):
         if port is not None and not 0 <= port <= 65535:
@@ -209,63 +250,31 @@ def run(args: argparse.Namespace) -> int:
         return check(args)
     if not args.model_base:
         raise UsageError("give --model-base DIR to serve, or --check DIR")
-    from keras_deconvnet.serving import batching
-    from keras_deconvnet.serving.servables import ModelRepository
-
     _check_options(args)
-    options = None
-    if not args.no_batching:
-        options = (
-            batching.read_batching_parameters(args.batching_parameters_file)
-            if args.batching_parameters_file else batching.BatchingOptions()
-        )
+    options = batching_options(args)
     limits = request_limits(args, options)
-    grpc_module = None
     if args.grpc_port is not None:
-        from keras_deconvnet.serving import grpc_server as grpc_module
+        from keras_deconvnet.serving.grpc_server import require_grpc
 
-        grpc_module.require_grpc()
+        require_grpc()  # fail before loading anything
     _log_to_stderr()
-    repository = ModelRepository.from_base_dir(
-        args.model_base, args.name, args.versions, limits=limits
-    )
-    if options is not None:
-        repository.enable_batching(options)
-    if args.file_system_poll_wait_seconds > 0:
-        repository.start_polling(args.file_system_poll_wait_seconds)
-    server = None
-    grpc = None
+    repository = _open_repository(args, options, limits)
+    server = grpc = None
     try:
         server = rest_server.RestServer(
             repository, host=args.host, port=args.port,
-            max_request_bytes=args.max_request_bytes, access_log=args.access_log,
-            max_connections=args.max_connections, header_timeout=args.header_timeout,
-            body_timeout=args.body_timeout,
+            connections=connection_limits(args), access_log=args.access_log,
         )
-        if grpc_module is not None:
-            grpc, grpc_port = grpc_module.start_grpc_server(
+        grpc_port = None
+        if args.grpc_port is not None:
+            from keras_deconvnet.serving.grpc_server import start_grpc_server
+
+            grpc, grpc_port = start_grpc_server(
                 repository, host=args.host, port=args.grpc_port,
                 max_message_bytes=args.max_request_bytes,
             )
-        models = "; ".join(
-            f"{name} (versions {', '.join(map(str, sorted(versions)))})"
-            for name, versions in repository.models.items()
-        ) or "no available version yet"
-        print(f"Serving REST API at {server.url}/v1/models/NAME for {models}", flush=True)
-        for name, status in repository.failures():
-            print(f"warning: model {name!r} version {status.version} failed to load "
-                  f"({status.error_code}); see GET /v1/models/{name}", file=sys.stderr,
-                  flush=True)
-        if grpc is not None:
-            print(f"Serving gRPC PredictionService at {args.host}:{grpc_port}", flush=True)
-        print(json.dumps({"rest_port": server.port,
-                          "grpc_port": grpc_port if grpc is not None else None}), flush=True)
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, _raise_interrupt)
-        try:
-            server.serve_forever()
-        except KeyboardInterrupt:
-            pass
+        _announce(args, server, repository, grpc_port)
+        _serve_until_interrupted(server)
     finally:
         if server is not None:
             server.shutdown()
@@ -273,6 +282,64 @@ def run(args: argparse.Namespace) -> int:
             grpc.stop(grace=1)
         repository.close()
     return 0
+
+
+def batching_options(args: argparse.Namespace):
+    """The `BatchingOptions` of the parsed options, or `None` with `--no-batching`.
+
+    Example:
+
+    >>> args = configure_parser(argparse.ArgumentParser()).parse_args([])
+    >>> batching_options(args).max_batch_size
+    8
+    """
+    from keras_deconvnet.serving import batching
+
+    if args.no_batching:
+        return None
+    if args.batching_parameters_file:
+        return batching.read_batching_parameters(args.batching_parameters_file)
+    return batching.BatchingOptions()
+
+
+def _open_repository(args: argparse.Namespace, options, limits):
+    """Loads the models under `--model-base`, with batching and polling as asked."""
+    from keras_deconvnet.serving.repository import ModelRepository
+
+    repository = ModelRepository.from_base_dir(
+        args.model_base, args.name, args.versions, limits=limits
+    )
+    if options is not None:
+        repository.enable_batching(options)
+    if args.file_system_poll_wait_seconds > 0:
+        repository.start_polling(args.file_system_poll_wait_seconds)
+    return repository
+
+
+def _announce(args: argparse.Namespace, server, repository, grpc_port: int | None) -> None:
+    """Prints what is served and where, warns of failed versions, and prints the ports
+    as one JSON line (read by the benchmarks and the tests)."""
+    models = "; ".join(
+        f"{name} (versions {', '.join(map(str, sorted(versions)))})"
+        for name, versions in repository.models.items()
+    ) or "no available version yet"
+    print(f"Serving REST API at {server.url}/v1/models/NAME for {models}", flush=True)
+    for name, status in repository.failures():
+        print(f"warning: model {name!r} version {status.version} failed to load "
+              f"({status.error_code}); see GET /v1/models/{name}", file=sys.stderr,
+              flush=True)
+    if grpc_port is not None:
+        print(f"Serving gRPC PredictionService at {args.host}:{grpc_port}", flush=True)
+    print(json.dumps({"rest_port": server.port, "grpc_port": grpc_port}), flush=True)
+
+
+def _serve_until_interrupted(server) -> None:
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
 
 
 def _raise_interrupt(signum, frame):

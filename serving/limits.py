@@ -17,7 +17,7 @@ the value received:
   the label maps of one batch are padded to its largest image. Bytes whose size cannot
   be read are refused: they cannot be bounded;
 - non-finite numbers (NaN, Infinity, or values out of the input's float range) are
-  refused (see `servables._convert`);
+  refused (see `tensors.convert_input`);
 - the answer: at most `max_response_values` values, computed from the signature's
   output shapes before the graph runs when they are known.
 """

@@ -17,16 +17,14 @@ Errors answer `{"error": "..."}` with TF Serving's HTTP status (400 for a malfor
 request, a wrong shape or dtype, bad base64, bytes that are not an image, or a request
 over one of the `RequestLimits`; 404 for an unknown model, version or path; 408 for a
 request whose headers or body did not arrive in time; 413 for a body over
-`max_request_bytes`). The server binds to 127.0.0.1 unless told otherwise, serves each
-connection in its own thread (at most `max_connections`), batches concurrent requests
-when batching is enabled and keeps serving after any bad request.
+`ConnectionLimits.max_request_bytes`). The server binds to 127.0.0.1 unless told
+otherwise, serves each connection in its own thread (at most `max_connections`),
+batches concurrent requests when batching is enabled and keeps serving after any bad
+request.
 
-Slow or idle clients cannot starve the others: a connection must deliver its request
-line and headers within `header_timeout` seconds (counted from its accept or its
-previous answer: idle keep-alive connections are closed then) and its body within
-`body_timeout` seconds, and when every connection slot is taken, the connection that
-has been waiting longest for a request is closed to make room for a new one
-(connections whose request is being answered are never closed).
+Slow or idle clients cannot starve the others: each connection has deadlines for its
+headers and its body, and when every connection slot is taken, the connection waiting
+longest for a request is closed for a new one (`connections.ConnectionLimits`).
 
 Run it with `deconvnet serve --model-base DIR` or
 `python -m keras_deconvnet.serving.rest_server --model-base DIR`.
@@ -38,26 +36,26 @@ import http.server
 import io
 import json
 import logging
-import math
 import re
-import socket
 import sys
 import threading
 import time
 from urllib.parse import unquote, urlsplit
 
 from keras_deconvnet.serving import rest_api
+from keras_deconvnet.serving.connections import (
+    ConnectionLimits,
+    DeadlineExpired,
+    DeadlineReader,
+    SlottedHTTPServer,
+)
 from keras_deconvnet.serving.errors import ServingError
-from keras_deconvnet.serving.servables import ModelRepository
+from keras_deconvnet.serving.repository import ModelRepository
 
 logger = logging.getLogger("keras_deconvnet.serving")
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_REST_PORT = 8501
-DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
-DEFAULT_MAX_CONNECTIONS = 256
-DEFAULT_HEADER_TIMEOUT = 10.0
-DEFAULT_BODY_TIMEOUT = 60.0
 _MAX_DRAIN_BYTES = 256 * 1024 * 1024
 _DRAIN_SECONDS = 5.0
 
@@ -68,44 +66,6 @@ _PATH = re.compile(
 )
 
 
-class _Expired(TimeoutError):
-    """A read passed the connection's deadline."""
-
-
-class _DeadlineReader(io.RawIOBase):
-    """The socket's bytes, each read bounded by one deadline for the whole phase
-    (headers, or body), not per `recv`: a client sending one byte a second still
-    runs out of time."""
-
-    def __init__(self, sock: socket.socket):
-        super().__init__()
-        self._sock = sock
-        self.deadline = math.inf
-        self.received = 0
-        self.expired = False
-
-    def readable(self) -> bool:
-        return True
-
-    def start(self, seconds: float) -> None:
-        self.deadline = time.monotonic() + seconds
-        self.expired = False
-
-    def readinto(self, buffer) -> int:
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            self.expired = True
-            raise _Expired("deadline passed")
-        self._sock.settimeout(remaining)
-        try:
-            count = self._sock.recv_into(buffer)
-        except TimeoutError:
-            self.expired = True
-            raise _Expired("deadline passed") from None
-        self.received += count
-        return count
-
-
 class _Handler(http.server.BaseHTTPRequestHandler):
     server_version = "keras-deconvnet-serving"
     protocol_version = "HTTP/1.1"
@@ -113,7 +73,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     # -- plumbing -----------------------------------------------------------------
     def setup(self):
         super().setup()
-        self._reader = _DeadlineReader(self.connection)
+        self._reader = DeadlineReader(self.connection)
         self.rfile = io.BufferedReader(self._reader, 65536)
         self._answered = False
         self.server.track(self)
@@ -128,7 +88,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         server = self.server
         self._reader.received = 0
         self._answered = False
-        self._reader.start(server.header_timeout)
+        self._reader.start(server.limits.header_timeout)
         server.set_phase(self, "reading")
         super().handle_one_request()  # closes the connection on a read timeout
         if self._reader.expired and self._reader.received and not self._answered:
@@ -137,7 +97,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send_error(self._timeout_error("headers"), close=True)
 
     def _timeout_error(self, phase: str) -> ServingError:
-        seconds = self.server.body_timeout if phase == "body" else self.server.header_timeout
+        limits = self.server.limits
+        seconds = limits.body_timeout if phase == "body" else limits.header_timeout
         flag = "--body-timeout" if phase == "body" else "--header-timeout"
         return ServingError(
             f"Request {phase} not received within the limit of {seconds:g} s ({flag})",
@@ -149,7 +110,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             sys.stderr.write(f"{self.address_string()} - {format % args}\n")
 
     def _write(self, chunks) -> None:
-        deadline = time.monotonic() + self.server.body_timeout
+        deadline = time.monotonic() + self.server.limits.body_timeout
         for chunk in chunks:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -166,7 +127,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         close = close or self.close_connection
         self._answered = True
         try:
-            self.connection.settimeout(self.server.body_timeout)
+            self.connection.settimeout(self.server.limits.body_timeout)
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(sum(len(c) for c in chunks)))
@@ -196,7 +157,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             handler()
         except ServingError as e:
             self._send_error(e)
-        except _Expired:
+        except DeadlineExpired:
             self._send_error(self._timeout_error("body"), close=True)
         except (TimeoutError, BrokenPipeError, ConnectionResetError):
             self.close_connection = True
@@ -261,8 +222,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             raise ServingError(
                 f"Missing or invalid Content-Length: {length!r}", http_status=411
             ) from None
-        limit = self.server.max_request_bytes
-        self._reader.start(self.server.body_timeout)
+        limit = self.server.limits.max_request_bytes
+        self._reader.start(self.server.limits.body_timeout)
         if length > limit:
             # Read and drop a moderately large body so the client, still sending,
             # gets the answer instead of a reset connection; close after it anyway.
@@ -276,7 +237,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             )
         try:
             body = self.rfile.read(length)
-        except _Expired:
+        except DeadlineExpired:
             self.close_connection = True
             raise self._timeout_error("body") from None
         if len(body) != length:
@@ -287,13 +248,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _drain(self, length: int) -> None:
         try:
-            self._reader.start(min(_DRAIN_SECONDS, self.server.body_timeout))
+            self._reader.start(min(_DRAIN_SECONDS, self.server.limits.body_timeout))
             while length > 0:
                 chunk = self.rfile.read(min(length, 1 << 20))
                 if not chunk:
                     return
                 length -= len(chunk)
-        except OSError:  # _Expired included
+        except OSError:  # DeadlineExpired included
             return
 
     def _post(self):
@@ -323,82 +284,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._send_json(200, rest_api.encode_json_chunks(response))
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
-
-    def __init__(self, address, repository, max_request_bytes, max_connections, access_log,
-                 header_timeout, body_timeout):
+class _Server(SlottedHTTPServer):
+    def __init__(self, address, repository, limits: ConnectionLimits, access_log: bool):
         self.repository = repository
-        self.max_request_bytes = max_request_bytes
         self.access_log = access_log
-        self.header_timeout = header_timeout
-        self.body_timeout = body_timeout
-        self._slots = threading.BoundedSemaphore(max_connections)
-        # handler -> [phase, since, evicted]: "reading" (waiting for or reading a
-        # request: may be evicted) or "working" (being answered: never evicted).
-        self._connections: dict = {}
-        self._connections_lock = threading.Lock()
-        super().__init__(address, _Handler)
-
-    def track(self, handler) -> None:
-        with self._connections_lock:
-            self._connections[handler] = ["reading", time.monotonic(), False]
-
-    def untrack(self, handler) -> None:
-        with self._connections_lock:
-            self._connections.pop(handler, None)
-
-    def set_phase(self, handler, phase: str) -> None:
-        with self._connections_lock:
-            entry = self._connections.get(handler)
-            if entry is not None and entry[0] != phase:
-                entry[0], entry[1] = phase, time.monotonic()
-
-    def is_evicted(self, handler) -> bool:
-        with self._connections_lock:
-            entry = self._connections.get(handler)
-            return entry is None or entry[2]
-
-    def _evict_one(self) -> None:
-        """Closes the connection that has waited longest for its request, unless an
-        evicted one has not released its slot yet."""
-        with self._connections_lock:
-            if any(entry[2] for entry in self._connections.values()):
-                return
-            waiting = [(entry[1], id(h), h) for h, entry in self._connections.items()
-                       if entry[0] == "reading"]
-            if not waiting:
-                return
-            _, _, victim = min(waiting)
-            self._connections[victim][2] = True
-        logger.debug("every connection slot is taken: closed the one idle longest")
-        try:
-            victim.connection.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-
-    def process_request(self, request, client_address):
-        # Back-pressure: at most max_connections handler threads. When they are all
-        # taken, make room by closing the connection idle for longest, if any.
-        while not self._slots.acquire(blocking=False):
-            self._evict_one()
-            if self._slots.acquire(timeout=0.25):
-                break
-        try:
-            super().process_request(request, client_address)
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request, client_address):
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
-
-    def handle_error(self, request, client_address):
-        logger.debug("connection error from %s", client_address, exc_info=True)
+        super().__init__(address, _Handler, limits)
 
 
 class RestServer:
@@ -410,22 +300,18 @@ class RestServer:
             `"0.0.0.0"` every interface.
         port: the port; `0` picks a free one (see `port` after construction).
             Defaults to 8501, TF Serving's REST port.
-        max_request_bytes: larger request bodies are answered 413. Defaults to 64 MiB.
-        max_connections: connections served at once; when all are taken, the one
-            waiting longest for its request is closed for a new one (see the module).
+        connections: the `ConnectionLimits` (request size, connections at once,
+            header and body deadlines); defaults to `ConnectionLimits()`.
         access_log: print one line per request to stderr.
-        header_timeout: seconds a connection has to send its request line and headers,
-            from its accept or its previous answer (so also the keep-alive idle time).
-        body_timeout: seconds a connection has to send its body once the headers are
-            in; also the time it has to take the answer.
 
     Example:
 
-    >>> repository = ModelRepository.from_base_dir("exported")  # doctest: +SKIP
-    >>> with RestServer(repository, port=0) as server:  # doctest: +SKIP
-    ...     server.start()
+    >>> with RestServer(ModelRepository(), port=0).start() as server:
     ...     print(server.url)
     http://127.0.0.1:...
+    >>> repository = ModelRepository.from_base_dir("exported")  # doctest: +SKIP
+    >>> limits = ConnectionLimits(header_timeout=5, max_connections=64)
+    >>> server = RestServer(repository, port=0, connections=limits)  # doctest: +SKIP
     """
 
     def __init__(
@@ -433,23 +319,12 @@ class RestServer:
         repository: ModelRepository,
         host: str = DEFAULT_HOST,
         port: int = DEFAULT_REST_PORT,
-        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        connections: ConnectionLimits | None = None,
         access_log: bool = False,
-        header_timeout: float = DEFAULT_HEADER_TIMEOUT,
-        body_timeout: float = DEFAULT_BODY_TIMEOUT,
     ):
-        for name, value in (("max_request_bytes", max_request_bytes),
-                            ("max_connections", max_connections),
-                            ("header_timeout", header_timeout),
-                            ("body_timeout", body_timeout)):
-            if not value > 0:
-                raise ValueError(f"`{name}` must be positive. Received: {value}")
         self.repository = repository
-        self._server = _Server(
-            (host, port), repository, max_request_bytes, max_connections, access_log,
-            header_timeout, body_timeout,
-        )
+        self.connections = connections or ConnectionLimits()
+        self._server = _Server((host, port), repository, self.connections, access_log)
         self._thread = None
 
     @property

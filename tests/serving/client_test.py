@@ -12,12 +12,13 @@ import pytest
 from PIL import Image
 
 from keras_deconvnet.serving import client as client_module
-from keras_deconvnet.serving.client import RestClient, encode_image
+from keras_deconvnet.serving.client import RestClient, RetryPolicy
 from keras_deconvnet.serving.errors import (
     ServingConnectionError,
     ServingError,
     ServingTimeoutError,
 )
+from keras_deconvnet.serving.image_encoding import encode_image
 
 STATUS = {"model_version_status": [
     {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
@@ -56,8 +57,8 @@ def _serve(port, script):
 
 def test_connection_errors_are_retried_with_exponential_backoff():
     waits = []
-    client = RestClient(f"http://127.0.0.1:{_free_port()}", retries=3, backoff=0.1,
-                        max_backoff=0.3, sleep=waits.append)
+    retry = RetryPolicy(retries=3, backoff=0.1, max_backoff=0.3, sleep=waits.append)
+    client = RestClient(f"http://127.0.0.1:{_free_port()}", retry=retry)
     with pytest.raises(ServingConnectionError, match="cannot reach"):
         client.status()
     assert waits == [0.1, 0.2, 0.3]
@@ -71,7 +72,7 @@ def test_retry_succeeds_once_the_server_is_up():
         if not servers:
             servers.append(_serve(port, []))
 
-    client = RestClient(f"http://127.0.0.1:{port}", retries=2, sleep=sleep)
+    client = RestClient(f"http://127.0.0.1:{port}", retry=RetryPolicy(retries=2, sleep=sleep))
     try:
         assert client.status()[0]["state"] == "AVAILABLE"
     finally:
@@ -84,7 +85,8 @@ def test_503_is_retried_but_400_is_not():
     server = _serve(port, [(503, {"error": "busy"}), (400, {"error": "bad"})])
     waits = []
     try:
-        client = RestClient(f"http://127.0.0.1:{port}", retries=3, sleep=waits.append)
+        retry = RetryPolicy(retries=3, sleep=waits.append)
+        client = RestClient(f"http://127.0.0.1:{port}", retry=retry)
         with pytest.raises(ServingError) as info:
             client.status()
         assert info.value.http_status == 400 and info.value.message == "bad"
@@ -102,7 +104,7 @@ def test_timeout_raises_without_retrying():
     waits = []
     try:
         client = RestClient(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout=0.5,
-                            retries=3, sleep=waits.append)
+                            retry=RetryPolicy(retries=3, sleep=waits.append))
         with pytest.raises(ServingTimeoutError, match="within 0.5 s"):
             client.status()
         assert waits == []
@@ -126,11 +128,14 @@ def test_encode_image_round_trips_arrays_and_reads_files(tmp_path):
 def test_bad_arguments_are_clear():
     with pytest.raises(ValueError, match="http://"):
         RestClient("localhost:8501")
-    client = RestClient(f"http://127.0.0.1:{_free_port()}", retries=0)
+    client = RestClient(f"http://127.0.0.1:{_free_port()}", retry=RetryPolicy(retries=0))
     with pytest.raises(ValueError, match=r"\(batch, height, width, 3\)"):
         client.predict_labels(np.zeros((2, 8, 8)))
     with pytest.raises(TypeError, match="sequence of images"):
         client.predict_images(b"abc")
+    for bad in ({"retries": -1}, {"backoff": -0.5}, {"max_backoff": -1}):
+        with pytest.raises(ValueError, match="must be >= 0"):
+            RetryPolicy(**bad)
 
 
 def test_grpc_client_without_tensorflow_serving_api_explains_install(monkeypatch):

@@ -97,6 +97,16 @@ def http(method, url, body=None, headers=None, timeout=60):
         return e.code, json.loads(e.read())
 
 
+def stop_process(process: subprocess.Popen) -> None:
+    """Terminates a server subprocess (killed if it does not stop within 15 s)."""
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 @pytest.fixture(scope="session")
 def server(export_base, tmp_path_factory):
     """The local server in a subprocess on free loopback ports (REST, and gRPC if
@@ -142,12 +152,7 @@ def server(export_base, tmp_path_factory):
             grpc_target=f"127.0.0.1:{grpc_port}" if grpc_port else None,
         )
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
     # Every bad request was answered, none reached the "internal error" path.
     log = stderr.read_text()
     assert "Traceback" not in log and "internal error" not in log, log[-3000:]
@@ -160,5 +165,5 @@ def util():
         MODEL=MODEL, IMAGE_SIZE=IMAGE_SIZE, NUM_CLASSES=NUM_CLASSES,
         MAX_REQUEST_BYTES=MAX_REQUEST_BYTES, tiny_model=tiny_model,
         random_images=random_images, png_bytes=png_bytes, b64=b64, http=http,
-        grpc_available=grpc_available,
+        grpc_available=grpc_available, stop_process=stop_process,
     )

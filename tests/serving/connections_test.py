@@ -12,6 +12,7 @@ import urllib.request
 
 import pytest
 
+from keras_deconvnet.serving.connections import ConnectionLimits
 from keras_deconvnet.serving.errors import not_found
 from keras_deconvnet.serving.rest_server import RestServer
 
@@ -34,7 +35,8 @@ class StubRepository:
 
 @contextlib.contextmanager
 def serving(**options):
-    server = RestServer(StubRepository(), port=0, **options).start()
+    server = RestServer(StubRepository(), port=0, connections=ConnectionLimits(**options))
+    server.start()
     try:
         yield server
     finally:
@@ -123,7 +125,9 @@ def test_keep_alive_connections_serve_several_requests():
             assert answer.startswith(b"HTTP/1.1 200")
 
 
-@pytest.mark.parametrize("option", ["header_timeout", "body_timeout", "max_connections"])
+@pytest.mark.parametrize(
+    "option", ["max_request_bytes", "header_timeout", "body_timeout", "max_connections"]
+)
 def test_options_must_be_positive(option):
     with pytest.raises(ValueError, match=option):
-        RestServer(StubRepository(), port=0, **{option: 0})
+        ConnectionLimits(**{option: 0})

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from keras_deconvnet.inference.images import load_image
-from keras_deconvnet.serving.client import RestClient, encode_image
+from keras_deconvnet.serving.client import RestClient
+from keras_deconvnet.serving.image_encoding import encode_image
 
 ROTATE_90 = 6  # EXIF orientation: the stored pixels are shown turned 90 degrees
 

@@ -13,7 +13,7 @@ from keras_deconvnet.serving.batching import (
     parse_batching_parameters,
 )
 from keras_deconvnet.serving.errors import ServingError
-from keras_deconvnet.serving.servables import TensorInfo
+from keras_deconvnet.serving.tensors import TensorInfo
 
 
 class FakeSignature:
@@ -158,7 +158,7 @@ def test_oversized_images_are_refused_from_their_header():
 
 
 def test_image_bytes_batches_are_cropped_back_to_each_request(export_base, util):
-    from keras_deconvnet.serving.servables import ModelRepository
+    from keras_deconvnet.serving.repository import ModelRepository
 
     repository = ModelRepository.from_base_dir(export_base, versions="latest")
     servable = repository.get(util.MODEL)
@@ -247,7 +247,7 @@ def test_batches_of_images_stay_within_the_request_pixel_budget():
 
 
 def test_json_numbers_out_of_range_are_bad_requests():
-    from keras_deconvnet.serving.servables import TensorInfo, _convert
+    from keras_deconvnet.serving.tensors import TensorInfo, convert_input
 
     images = TensorInfo("images", np.dtype("float32"), (None, 2))
     big = rest_api.decode_json(b'{"inputs": [[1, ' + b"9" * 5000 + b"]]}")
@@ -255,11 +255,11 @@ def test_json_numbers_out_of_range_are_bad_requests():
     for body in (big, rest_api.decode_json(b'{"inputs": [[1, NaN]]}'),
                  {"inputs": [[1.0, 1e39]]}):  # 1e39 overflows float32
         with pytest.raises(ServingError, match="1 non-finite value") as info:
-            _convert(body["inputs"], images, strict_dtype=False)
+            convert_input(body["inputs"], images, strict_dtype=False)
         assert info.value.http_status == 400
     counts = TensorInfo("counts", np.dtype("int32"), (None,))
     with pytest.raises(ServingError, match="int32"):
-        _convert([1, 10**30], counts, strict_dtype=False)
+        convert_input([1, 10**30], counts, strict_dtype=False)
     assert rest_api.decode_json(b'{"a": 123456789012345678}')["a"] == 123456789012345678
 
 
@@ -280,7 +280,7 @@ def test_chunked_encoding_is_the_same_json():
 
 def test_response_values_are_limited_before_running(export_base, util):
     from keras_deconvnet.serving.limits import RequestLimits
-    from keras_deconvnet.serving.servables import ModelRepository
+    from keras_deconvnet.serving.repository import ModelRepository
 
     limits = RequestLimits(max_response_values=64 * 64 * 4 * 2)  # 2 rows of 64x64x(3+1)
     repository = ModelRepository.from_base_dir(export_base, versions="latest", limits=limits)

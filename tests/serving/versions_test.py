@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 from keras_deconvnet.serving.client import RestClient
-from keras_deconvnet.serving.servables import ModelRepository
+from keras_deconvnet.serving.repository import ModelRepository
 
 
 def _truncate(path: Path) -> None:
@@ -188,12 +188,7 @@ def test_server_reports_bad_versions_and_follows_the_base_path(base, tmp_path, u
         assert status == 404 and "Specific(deconvnet, 5)" in answer["error"]
         assert client.metadata()["model_spec"]["version"] == "2"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        util.stop_process(process)
     log = (tmp_path / "stderr.txt").read_text()
     assert "Traceback" not in log, log[-3000:]
     assert "version 3 failed to load: DATA_LOSS" in log

@@ -1,0 +1,205 @@
+"""Connection deadlines and slots of the local REST server.
+
+Slow or idle clients cannot starve the others: a connection must deliver its request
+line and headers within `header_timeout` seconds (counted from its accept or its
+previous answer: idle keep-alive connections are closed then) and its body within
+`body_timeout` seconds (`DeadlineReader`: one deadline per phase, not per `recv`), and
+when every connection slot is taken, the connection that has been waiting longest for
+a request is closed to make room for a new one (`SlottedHTTPServer`; connections
+whose request is being answered are never closed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import http.server
+import io
+import logging
+import math
+import socket
+import threading
+import time
+
+logger = logging.getLogger("keras_deconvnet.serving")
+
+DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_CONNECTIONS = 256
+DEFAULT_HEADER_TIMEOUT = 10.0
+DEFAULT_BODY_TIMEOUT = 60.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ConnectionLimits:
+    """The limits on the REST server's connections (see the module docstring).
+
+    Args:
+        max_request_bytes: larger request bodies are answered 413. Defaults to 64 MiB.
+        max_connections: connections served at once; when all are taken, the one
+            waiting longest for its request is closed for a new one. Defaults to 256.
+        header_timeout: seconds a connection has to send its request line and headers,
+            from its accept or its previous answer (so also the keep-alive idle time).
+            Defaults to 10.
+        body_timeout: seconds a connection has to send its body once the headers are
+            in; also the time it has to take the answer. Defaults to 60.
+
+    Example:
+
+    >>> ConnectionLimits(header_timeout=5).body_timeout
+    60.0
+    >>> ConnectionLimits(max_connections=0)
+    Traceback (most recent call last):
+    ...
+    ValueError: `max_connections` must be positive. Received: 0
+    """
+
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+
+    def __post_init__(self):
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if not value > 0:
+                raise ValueError(f"`{field.name}` must be positive. Received: {value}")
+
+
+class DeadlineExpired(TimeoutError):
+    """A read passed the connection's deadline."""
+
+
+class DeadlineReader(io.RawIOBase):
+    """The socket's bytes, each read bounded by one deadline for the whole phase
+    (headers, or body), not per `recv`: a client sending one byte a second still
+    runs out of time.
+
+    Args:
+        sock: the connection's socket.
+
+    Example:
+
+    >>> import socket
+    >>> left, right = socket.socketpair()
+    >>> reader = DeadlineReader(left)
+    >>> reader.start(0.05)
+    >>> try:
+    ...     reader.read(1)
+    ... except DeadlineExpired:
+    ...     print("expired:", reader.expired)
+    expired: True
+    >>> left.close(); right.close()
+    """
+
+    def __init__(self, sock: socket.socket):
+        super().__init__()
+        self._sock = sock
+        self.deadline = math.inf
+        self.received = 0
+        self.expired = False
+
+    def readable(self) -> bool:
+        return True
+
+    def start(self, seconds: float) -> None:
+        self.deadline = time.monotonic() + seconds
+        self.expired = False
+
+    def readinto(self, buffer) -> int:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            self.expired = True
+            raise DeadlineExpired("deadline passed")
+        self._sock.settimeout(remaining)
+        try:
+            count = self._sock.recv_into(buffer)
+        except TimeoutError:
+            self.expired = True
+            raise DeadlineExpired("deadline passed") from None
+        self.received += count
+        return count
+
+
+class SlottedHTTPServer(http.server.ThreadingHTTPServer):
+    """A threading HTTP server with at most `limits.max_connections` connections.
+
+    Handlers report their phase: `track` on setup, `set_phase(handler, "reading")`
+    while waiting for or reading a request (such a connection may be evicted for a
+    new one), `set_phase(handler, "working")` while it is answered (never evicted),
+    `untrack` on finish; `is_evicted` tells a handler not to answer any more.
+
+    Args:
+        address: `(host, port)` to bind.
+        handler_class: the request handler.
+        limits: the `ConnectionLimits`.
+    """
+
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, address, handler_class, limits: ConnectionLimits):
+        self.limits = limits
+        self._slots = threading.BoundedSemaphore(limits.max_connections)
+        # handler -> [phase, since, evicted]: "reading" (waiting for or reading a
+        # request: may be evicted) or "working" (being answered: never evicted).
+        self._connections: dict = {}
+        self._connections_lock = threading.Lock()
+        super().__init__(address, handler_class)
+
+    def track(self, handler) -> None:
+        with self._connections_lock:
+            self._connections[handler] = ["reading", time.monotonic(), False]
+
+    def untrack(self, handler) -> None:
+        with self._connections_lock:
+            self._connections.pop(handler, None)
+
+    def set_phase(self, handler, phase: str) -> None:
+        with self._connections_lock:
+            entry = self._connections.get(handler)
+            if entry is not None and entry[0] != phase:
+                entry[0], entry[1] = phase, time.monotonic()
+
+    def is_evicted(self, handler) -> bool:
+        with self._connections_lock:
+            entry = self._connections.get(handler)
+            return entry is None or entry[2]
+
+    def _evict_one(self) -> None:
+        """Closes the connection that has waited longest for its request, unless an
+        evicted one has not released its slot yet."""
+        with self._connections_lock:
+            if any(entry[2] for entry in self._connections.values()):
+                return
+            waiting = [(entry[1], id(h), h) for h, entry in self._connections.items()
+                       if entry[0] == "reading"]
+            if not waiting:
+                return
+            _, _, victim = min(waiting)
+            self._connections[victim][2] = True
+        logger.debug("every connection slot is taken: closed the one idle longest")
+        try:
+            victim.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def process_request(self, request, client_address):
+        # Back-pressure: at most max_connections handler threads. When they are all
+        # taken, make room by closing the connection idle for longest, if any.
+        while not self._slots.acquire(blocking=False):
+            self._evict_one()
+            if self._slots.acquire(timeout=0.25):
+                break
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request, client_address):
+        logger.debug("connection error from %s", client_address, exc_info=True)
