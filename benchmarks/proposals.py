@@ -20,7 +20,7 @@ def bench_proposals(config: SuiteConfig, log: Callable[[str], None] = print) -> 
     """Seconds per image for each proposal count and batch size."""
     from keras_deconvnet.data import SlidingWindowProposals
     from keras_deconvnet.data.proposals import call_proposals
-    from keras_deconvnet.inference import predict_proposals
+    from keras_deconvnet.inference import InferenceConfig, predict_proposals
 
     settings = config.proposals
     size = 96 if settings.preset == "deconvnet_edge_small" else config.image_size
@@ -39,8 +39,8 @@ def bench_proposals(config: SuiteConfig, log: Callable[[str], None] = print) -> 
         for batch in settings.batches:
             if batch > max(count, 1) and batch != settings.batches[0]:
                 continue  # a batch larger than the proposals is the same as `count`
-            seconds = timed(lambda b=batch, x=boxes: predict_proposals(model, image, x,
-                                                                       batch_size=b))
+            inference = InferenceConfig(batch_size=batch)
+            seconds = timed(lambda c=inference, x=boxes: predict_proposals(model, image, x, c))
             rows.append({"proposals": int(len(boxes)), "batch_size": batch,
                          "seconds_per_image": seconds,
                          "ms_per_proposal": 1000 * seconds / max(len(boxes), 1),

@@ -13,12 +13,8 @@ from collections.abc import Iterable, Sequence
 import keras
 import numpy as np
 
-from keras_deconvnet.inference.methods import (
-    METHODS,
-    InferenceConfig,
-    check_methods,
-    segment_image,
-)
+from keras_deconvnet.inference.config import InferenceConfig
+from keras_deconvnet.inference.methods import METHODS, check_methods, segment_image
 from keras_deconvnet.metrics import confusion_matrix, iou_from_confusion
 
 __all__ = ["METHODS", "InferenceConfig", "comparison_table", "evaluate_methods"]
@@ -31,7 +27,7 @@ def evaluate_methods(
     methods: Sequence[str] = ("whole", "proposals"),
     fcn: keras.Model | None = None,
     config: InferenceConfig | None = None,
-    max_examples: int | None = None,
+    *,
     verbose: int = 1,
     total: int | None = None,
 ) -> dict:
@@ -41,13 +37,13 @@ def evaluate_methods(
         model: the DeconvNet segmenter (logits output).
         examples: iterable of dicts with `"image"` `(H, W, 3)` uint8 and
             `"class_mask"` `(H, W)` (and optionally `"image_id"`, for proposal
-            files), e.g. a dataset from `keras_deconvnet.data`.
+            files), e.g. a dataset from `keras_deconvnet.data`; every example is
+            evaluated (`itertools.islice(examples, n)` takes the first `n`).
         num_classes: classes including background.
         methods: any of `METHODS`.
         fcn: an FCN-8s segmenter for the `ensemble*` methods.
         config: an `InferenceConfig` (proposals, windows, ensemble, CRF); the
             defaults are the authors'.
-        max_examples: stop after this many images.
         verbose: 1 shows a progress bar.
         total: number of examples, for the progress bar.
 
@@ -71,13 +67,9 @@ def evaluate_methods(
     matrices = {m: np.zeros((num_classes, num_classes), np.int64) for m in methods}
     if total is None and hasattr(examples, "__len__"):
         total = len(examples)
-    if max_examples is not None:
-        total = min(total, max_examples) if total is not None else max_examples
     progress = keras.utils.Progbar(total, verbose=verbose, unit_name="image")
     count = 0
     for example in examples:
-        if max_examples is not None and count >= max_examples:
-            break
         image = np.asarray(example["image"])
         truth = np.asarray(example["class_mask"])
         image_id = example.get("image_id")

@@ -6,12 +6,10 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from keras_deconvnet.inference.config import FCN_INPUT_SIZE, InferenceConfig
 from keras_deconvnet.inference.images import to_rgb_uint8
 from keras_deconvnet.inference.proposals import predict_proposals, preprocessor_of
 from keras_deconvnet.inference.scores import softmax
-
-ENSEMBLE_MODES = ("product", "mean")
-FCN_INPUT_SIZE = 500
 
 
 def predict_fcn_padded(fcn, image: np.ndarray, pad_to: int = FCN_INPUT_SIZE) -> np.ndarray:
@@ -47,24 +45,26 @@ def predict_ensemble(
     fcn,
     image: np.ndarray,
     proposals=None,
+    config: InferenceConfig | None = None,
     *,
-    mode: str = "product",
-    fcn_input_size: int = FCN_INPUT_SIZE,
-    **proposal_kwargs,
+    image_id: str | None = None,
 ) -> np.ndarray:
     """EDeconvNet scores of one image.
 
     Args:
         deconvnet: a DeconvNet segmenter (logits), run over proposals as
-            `predict_proposals` does (its keyword arguments pass through).
+            `predict_proposals` does (with the same `config`).
         fcn: an FCN-8s segmenter (logits), run once on the padded whole image.
         image: `(H, W, 3)` RGB.
-        proposals: as in `predict_proposals`.
-        mode: `"product"` (default, the authors' code, from which the published
-            71.7 / 72.5 come): `deconvnet_scores * max(0, fcn_scores)` on raw scores,
-            a score map whose softmax feeds the CRF; or `"mean"` (the paper's text):
-            the mean of the two softmax probability maps.
-        fcn_input_size: the FCN-8s input the image is padded to (500, the original).
+        proposals: as in `predict_proposals` (`None`: `config.proposals`).
+        config: an `InferenceConfig`; besides the proposal settings, its
+            `ensemble_mode` (`"product"`, the default and the authors' code, from
+            which the published 71.7 / 72.5 come: `deconvnet_scores * max(0,
+            fcn_scores)` on raw scores, a score map whose softmax feeds the CRF; or
+            `"mean"`, the paper's text: the mean of the two softmax probability maps)
+            and `fcn_input_size` (the FCN-8s input the image is padded to: 500, the
+            original) apply. `None` is the authors' inference.
+        image_id: passed to proposal generators that read files.
 
     Returns:
         `(H, W, num_classes)` float32: scores (`"product"`) or probabilities
@@ -75,19 +75,19 @@ def predict_ensemble(
     >>> from keras_deconvnet.models import DeconvNetImageSegmenter, FCN8sImageSegmenter
     >>> d = DeconvNetImageSegmenter.from_preset("deconvnet_edge_small", num_classes=3)
     >>> f = FCN8sImageSegmenter.from_preset("fcn8s_edge_small", num_classes=3)
-    >>> predict_ensemble(d, f, np.zeros((100, 120, 3), np.uint8), top_n=2,
-    ...                  input_size=(96, 96), fcn_input_size=128).shape
+    >>> config = InferenceConfig(top_n=2, input_size=(96, 96), fcn_input_size=128)
+    >>> predict_ensemble(d, f, np.zeros((100, 120, 3), np.uint8), config=config).shape
     (100, 120, 3)
     """
-    if mode not in ENSEMBLE_MODES:
-        raise ValueError(f"`mode` must be one of {ENSEMBLE_MODES}. Received: mode={mode!r}")
-    deconvnet_scores = predict_proposals(deconvnet, image, proposals, **proposal_kwargs)
-    fcn_scores = predict_fcn_padded(fcn, image, fcn_input_size)
+    config = config or InferenceConfig()
+    deconvnet_scores = predict_proposals(deconvnet, image, proposals, config,
+                                         image_id=image_id)
+    fcn_scores = predict_fcn_padded(fcn, image, config.fcn_input_size)
     if deconvnet_scores.shape != fcn_scores.shape:
         raise ValueError(
             "The two members must predict the same classes. Received: "
             f"{deconvnet_scores.shape[-1]} and {fcn_scores.shape[-1]}"
         )
-    if mode == "product":
+    if config.ensemble_mode == "product":
         return deconvnet_scores * np.maximum(fcn_scores, 0.0)
     return (softmax(deconvnet_scores) + softmax(fcn_scores)) / 2

@@ -8,80 +8,16 @@ Evaluation, `deconvnet predict` and `deconvnet evaluate` all segment through
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
-from keras_deconvnet.inference.ensemble import ENSEMBLE_MODES, predict_ensemble
-from keras_deconvnet.inference.proposals import (
-    AGGREGATIONS,
-    PAPER_CONTEXT,
-    PAPER_TOP_N,
-    SCORE_MODES,
-    predict_proposals,
-)
-from keras_deconvnet.inference.scores import labels_from_scores
-from keras_deconvnet.inference.whole_image import MODES as WHOLE_IMAGE_MODES
+from keras_deconvnet.inference.config import InferenceConfig
+from keras_deconvnet.inference.crf import dense_crf
+from keras_deconvnet.inference.ensemble import predict_ensemble
+from keras_deconvnet.inference.proposals import predict_proposals
+from keras_deconvnet.inference.scores import labels_from_scores, normalise_scores
 from keras_deconvnet.inference.whole_image import predict_whole_image
 
 METHODS = ("whole", "whole_crf", "proposals", "proposals_crf", "ensemble", "ensemble_crf")
-
-
-@dataclasses.dataclass
-class InferenceConfig:
-    """How to segment: proposals, their windows, aggregation, ensemble and CRF.
-
-    The defaults are the authors' (`generate_EDeconvNet_CRF_results.m`).
-
-    Args:
-        proposals: a proposal generator or `None` (`SlidingWindowProposals()`);
-            `FileProposals(dir, box_format="edgeboxes")` reads EdgeBoxes files.
-        top_n: windows actually run per image, after the size filter. Defaults to 50.
-        min_box_size: skip windows with a shorter side under this; `None` is half the
-            network input (112 at 224).
-        context: proposal enlargement, as the training crops. Defaults to 1.2.
-        score_mode: `"logits"` (raw scores, max on a zero canvas) or
-            `"probabilities"` (a softmax per window first).
-        aggregation: `"max"` or `"mean"`.
-        ensemble_mode: `"product"` (`deconvnet * max(0, fcn)`) or `"mean"`.
-        fcn_input_size: the FCN-8s input the whole image is padded to (500).
-        whole_image_mode: `"resize"` or `"sliding"`.
-        batch_size: windows per forward pass.
-        input_size: the network input; defaults to the model's.
-        crf: a callable `(image, scores, scores_are=...) -> marginals` for the
-            `*_crf` methods; `None` is `keras_deconvnet.inference.dense_crf`.
-    """
-
-    proposals: object = None
-    top_n: int | None = PAPER_TOP_N
-    min_box_size: float | None = None
-    context: float = PAPER_CONTEXT
-    score_mode: str = "logits"
-    aggregation: str = "max"
-    ensemble_mode: str = "product"
-    fcn_input_size: int = 500
-    whole_image_mode: str = "resize"
-    batch_size: int = 16
-    input_size: tuple | None = None
-    crf: object = None
-
-    def __post_init__(self):
-        for name, value, allowed in (
-            ("score_mode", self.score_mode, SCORE_MODES),
-            ("aggregation", self.aggregation, AGGREGATIONS),
-            ("ensemble_mode", self.ensemble_mode, ENSEMBLE_MODES),
-            ("whole_image_mode", self.whole_image_mode, WHOLE_IMAGE_MODES),
-        ):
-            if value not in allowed:
-                raise ValueError(f"`{name}` must be one of {allowed}. Received: {value!r}")
-
-    def proposal_kwargs(self) -> dict:
-        return {
-            "top_n": self.top_n, "min_box_size": self.min_box_size,
-            "context": self.context, "score_mode": self.score_mode,
-            "aggregation": self.aggregation, "batch_size": self.batch_size,
-            "input_size": self.input_size,
-        }
 
 
 def check_methods(methods, fcn=None) -> tuple:
@@ -103,14 +39,10 @@ def base_scores(base: str, model, image, config: InferenceConfig, fcn=None, imag
                                      input_size=config.input_size)
         kind = "logits"
     elif base == "proposals":
-        scores = predict_proposals(model, image, config.proposals, image_id=image_id,
-                                   **config.proposal_kwargs())
+        scores = predict_proposals(model, image, config=config, image_id=image_id)
         kind = "logits" if config.score_mode == "logits" else "probabilities"
     else:
-        scores = predict_ensemble(model, fcn, image, config.proposals, image_id=image_id,
-                                  mode=config.ensemble_mode,
-                                  fcn_input_size=config.fcn_input_size,
-                                  **config.proposal_kwargs())
+        scores = predict_ensemble(model, fcn, image, config=config, image_id=image_id)
         kind = "logits" if config.ensemble_mode == "product" else "probabilities"
     if getattr(model, "activation", None) == "softmax" and base == "whole":
         kind = "probabilities"
@@ -156,12 +88,8 @@ def segment_image(
             cache[base] = base_scores(base, model, image, config, fcn, image_id)
         scores, kind = cache[base]
         if method.endswith("_crf"):
-            crf = config.crf
-            if crf is None:
-                from keras_deconvnet.inference.crf import dense_crf as crf
+            crf = dense_crf if config.crf is None else config.crf
             if kind == "probabilities":
-                from keras_deconvnet.inference.scores import normalise_scores
-
                 scores = normalise_scores(scores)
             scores = crf(image, scores, scores_are=kind)
         labels[method] = labels_from_scores(scores)

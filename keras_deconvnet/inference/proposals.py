@@ -27,13 +27,15 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from keras_deconvnet.inference.config import (
+    AGGREGATIONS,
+    PAPER_CONTEXT,
+    PAPER_TOP_N,
+    InferenceConfig,
+    check_choice,
+)
 from keras_deconvnet.inference.images import to_rgb_uint8
 from keras_deconvnet.inference.scores import softmax
-
-AGGREGATIONS = ("max", "mean")
-SCORE_MODES = ("logits", "probabilities")
-PAPER_CONTEXT = 1.2
-PAPER_TOP_N = 50
 
 
 def preprocessor_of(model):
@@ -157,10 +159,7 @@ def aggregate_proposals(
     >>> aggregate_proposals(maps, [[0, 0, 2, 2], [1, 1, 3, 3]], (3, 3))[..., 0].tolist()
     [[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 0.0]]
     """
-    if aggregation not in AGGREGATIONS:
-        raise ValueError(
-            f"`aggregation` must be one of {AGGREGATIONS}. Received: aggregation={aggregation!r}"
-        )
+    check_choice("aggregation", aggregation, AGGREGATIONS)
     score_maps = np.asarray(score_maps, np.float32)
     windows = np.asarray(windows, np.int64).reshape(-1, 4)
     if score_maps.ndim != 4 or len(score_maps) != len(windows):
@@ -199,14 +198,8 @@ def predict_proposals(
     model,
     image: np.ndarray,
     proposals=None,
+    config: InferenceConfig | None = None,
     *,
-    top_n: int | None = PAPER_TOP_N,
-    min_box_size: float | None = None,
-    context: float = PAPER_CONTEXT,
-    score_mode: str = "logits",
-    aggregation: str = "max",
-    batch_size: int = 16,
-    input_size: tuple[int, int] | None = None,
     image_id: str | None = None,
 ) -> np.ndarray:
     """Instance-wise prediction of one image, as the authors' code did by default.
@@ -215,19 +208,18 @@ def predict_proposals(
         model: a segmenter with a preprocessor (e.g. `DeconvNetImageSegmenter`).
         image: `(H, W, 3)` RGB image of any size (grayscale / RGBA are converted).
         proposals: a proposal generator (`callable(image[, image_id]) -> (N, 4)`, e.g.
-            `SlidingWindowProposals()` (the default) or `FileProposals(dir)` with
-            EdgeBoxes files, as the paper) or an `(N, 4)` array `[ymin, xmin, ymax,
-            xmax]`, best first.
-        top_n: windows actually run, counted after the size filter (the paper: 50).
-        min_box_size: skip windows whose shorter side is smaller; `None` (default)
-            means half the network input (112 for 224, the authors' threshold).
-        context: window enlargement about each proposal (1.2, as training).
-        score_mode: `"logits"` (default, the authors': raw scores max-aggregated on
-            a zero canvas) or `"probabilities"` (a softmax per window first: this
-            package's earlier behaviour).
-        aggregation: `"max"` (the paper's) or `"mean"`.
-        batch_size: windows per forward pass.
-        input_size: the network input; defaults to the model's (or its converter's).
+            `SlidingWindowProposals()` or `FileProposals(dir)` with EdgeBoxes files,
+            as the paper) or an `(N, 4)` array `[ymin, xmin, ymax, xmax]`, best
+            first. `None` takes `config.proposals` (itself `None` by default:
+            `SlidingWindowProposals()`).
+        config: an `InferenceConfig`; its `top_n` (windows actually run, counted
+            after the size filter: 50), `min_box_size` (`None`: half the network
+            input, the authors' 112 at 224), `context` (1.2, as training),
+            `score_mode` (`"logits"`: raw scores max-aggregated on a zero canvas,
+            the authors'; `"probabilities"`: a softmax per window first),
+            `aggregation` (`"max"` or `"mean"`), `batch_size` and `input_size`
+            (defaults to the model's, or its converter's) apply. `None` is the
+            authors' inference.
         image_id: passed to proposal generators that read files.
 
     Returns:
@@ -240,41 +232,37 @@ def predict_proposals(
     >>> from keras_deconvnet.models import DeconvNetImageSegmenter
     >>> model = DeconvNetImageSegmenter.from_preset("deconvnet_edge_small", num_classes=3)
     >>> image = np.zeros((120, 160, 3), np.uint8)
-    >>> predict_proposals(model, image, top_n=4, input_size=(96, 96)).shape
+    >>> config = InferenceConfig(top_n=4, input_size=(96, 96))
+    >>> predict_proposals(model, image, config=config).shape
     (120, 160, 3)
     """
-    from keras_deconvnet.data.proposals import SlidingWindowProposals, call_proposals
-
-    if score_mode not in SCORE_MODES:
-        raise ValueError(
-            f"`score_mode` must be one of {SCORE_MODES}. Received: score_mode={score_mode!r}"
-        )
-    if aggregation not in AGGREGATIONS:
-        raise ValueError(
-            f"`aggregation` must be one of {AGGREGATIONS}. Received: aggregation={aggregation!r}"
-        )
-    if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int)
-                              or top_n < 1):
-        raise ValueError(f"`top_n` must be None or an int >= 1. Received: top_n={top_n!r}")
-    if not context > 0:
-        raise ValueError(f"`context` must be > 0. Received: context={context!r}")
+    config = config or InferenceConfig()
     preprocessor_of(model)  # a clear error for models without one
     image = to_rgb_uint8(image)
     height, width = image.shape[:2]
-    size = tuple(input_size) if input_size else model_input_size(model)
+    size = tuple(config.input_size) if config.input_size else model_input_size(model)
+    min_box_size = config.min_box_size
     if min_box_size is None:
         min_box_size = min(size) / 2
-    if proposals is None:
-        proposals = SlidingWindowProposals()
-    if callable(proposals):
-        boxes = call_proposals(proposals, image, image_id)
-    else:
-        boxes = np.asarray(proposals, np.float32).reshape(-1, 4)
-    windows = proposal_windows(boxes, (height, width), context, min_box_size, top_n)
+    boxes = _proposal_boxes(image, config.proposals if proposals is None else proposals,
+                            image_id)
+    windows = proposal_windows(boxes, (height, width), config.context, min_box_size,
+                               config.top_n)
     num_classes = model.output_shape[-1]
     if len(windows) == 0:
         return np.zeros((height, width, num_classes), np.float32)
-    scores = predict_windows(model, crop_windows(image, windows, size), batch_size)
-    if score_mode == "probabilities" and getattr(model, "activation", None) != "softmax":
+    scores = predict_windows(model, crop_windows(image, windows, size), config.batch_size)
+    if config.score_mode == "probabilities" and getattr(model, "activation", None) != "softmax":
         scores = softmax(scores)
-    return aggregate_proposals(scores, windows, (height, width), aggregation)
+    return aggregate_proposals(scores, windows, (height, width), config.aggregation)
+
+
+def _proposal_boxes(image: np.ndarray, proposals, image_id: str | None) -> np.ndarray:
+    """`(N, 4)` boxes from a proposal generator (`None`: sliding windows) or an array."""
+    from keras_deconvnet.data.proposals import SlidingWindowProposals, call_proposals
+
+    if proposals is None:
+        proposals = SlidingWindowProposals()
+    if callable(proposals):
+        return call_proposals(proposals, image, image_id)
+    return np.asarray(proposals, np.float32).reshape(-1, 4)

@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_deconvnet.inference.config import WHOLE_IMAGE_MODES, check_choice
 from keras_deconvnet.inference.images import to_rgb_uint8
 from keras_deconvnet.inference.proposals import (
     aggregate_proposals,
@@ -23,8 +24,6 @@ from keras_deconvnet.inference.proposals import (
     predict_windows,
     preprocessor_of,
 )
-
-MODES = ("resize", "sliding")
 
 
 def sliding_windows(height: int, width: int, size: tuple[int, int], overlap: float = 0.25):
@@ -165,8 +164,7 @@ def predict_whole_image(
     ...                     input_size=(96, 96)).shape
     (50, 70, 3)
     """
-    if mode not in MODES:
-        raise ValueError(f"`mode` must be one of {MODES}. Received: mode={mode!r}")
+    check_choice("mode", mode, WHOLE_IMAGE_MODES)
     image = to_rgb_uint8(image)
     height, width = image.shape[:2]
     size = tuple(input_size) if input_size else model_input_size(model)

@@ -6,14 +6,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from keras_deconvnet.inference import crf as crf_module
-from keras_deconvnet.inference.crf import (
-    DenseCRF,
-    PermutohedralLattice,
-    dense_crf,
-    pydensecrf2_available,
-    unary_from_scores,
-)
+from keras_deconvnet.inference import mean_field as mean_field_module
+from keras_deconvnet.inference.crf import DenseCRF, dense_crf
+from keras_deconvnet.inference.mean_field import pydensecrf2_available, unary_from_scores
+from keras_deconvnet.inference.permutohedral import PermutohedralLattice
 
 needs_pydensecrf2 = pytest.mark.skipif(
     not pydensecrf2_available(),
@@ -30,14 +26,14 @@ def _exact_gaussian_filter(features, values):
     return np.exp(-squared / 2) @ values
 
 
-def _exact_dense_crf(image, scores, crf):
+def _exact_dense_crf(image, scores, crf, scores_are="probabilities"):
     """Mean field with exact kernels, normalised after filtering (`normalization="after"`)."""
     height, width, num_classes = scores.shape
     kernels = [
         (crf.gaussian_weight, crf.gaussian_features(height, width)),
         (crf.bilateral_weight, crf.bilateral_features(image)),
     ]
-    unary = unary_from_scores(scores, crf.scores_are).reshape(-1, num_classes)
+    unary = unary_from_scores(scores, scores_are).reshape(-1, num_classes)
     marginals = np.exp(-unary)
     marginals /= marginals.sum(1, keepdims=True)
     ones = np.ones((height * width, 1))
@@ -119,13 +115,14 @@ def test_zero_iterations_give_the_argmax_of_the_scores(backend):
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, (15, 20, 3)).astype(np.uint8)
     logits = rng.normal(0, 3, (15, 20, 4)).astype(np.float32)
-    refined = dense_crf(image, logits, scores_are="logits", iterations=0, backend=backend)
+    crf = DenseCRF(iterations=0, backend=backend)
+    refined = crf(image, logits, scores_are="logits")
     np.testing.assert_array_equal(refined.argmax(-1), logits.argmax(-1))
     np.testing.assert_allclose(
         refined, np.exp(-unary_from_scores(logits)), rtol=1e-5, atol=1e-7
     )
     probabilities = rng.random((15, 20, 4))  # rows not normalised
-    refined = dense_crf(image, probabilities, iterations=0, backend=backend)
+    refined = crf(image, probabilities)
     np.testing.assert_array_equal(refined.argmax(-1), probabilities.argmax(-1))
     np.testing.assert_allclose(
         refined, probabilities / probabilities.sum(-1, keepdims=True), rtol=1e-5
@@ -137,8 +134,9 @@ def test_logits_and_their_softmax_give_the_same_result(backend):
     _, image, logits = _blobby(30, 40, 3)
     probabilities = np.exp(logits - logits.max(-1, keepdims=True))
     probabilities /= probabilities.sum(-1, keepdims=True)
-    from_logits = dense_crf(image, logits, scores_are="logits", backend=backend)
-    from_probabilities = dense_crf(image, probabilities, backend=backend)
+    crf = DenseCRF(backend=backend)
+    from_logits = dense_crf(image, logits, scores_are="logits", crf=crf)
+    from_probabilities = dense_crf(image, probabilities, crf=crf)
     np.testing.assert_allclose(from_logits, from_probabilities, atol=1e-4)
 
 
@@ -240,13 +238,12 @@ def _messages(crf, image, marginals, normalization):
 def test_one_iteration_follows_the_documented_message(backend, normalization):
     image = _blocky_image(0)
     logits = np.random.default_rng(0).normal(0, 2, (12, 10, 3)).astype(np.float32)
-    crf = DenseCRF(scores_are="logits", iterations=1, normalization=normalization,
-                   backend=backend)
+    crf = DenseCRF(iterations=1, normalization=normalization, backend=backend)
     unary = unary_from_scores(logits).reshape(-1, 3).astype(np.float64)
     start = np.exp(-unary)
     start /= start.sum(1, keepdims=True)
     expected = -unary + _messages(crf, image, start, normalization)
-    refined = np.log(crf(image, logits).reshape(-1, 3))
+    refined = np.log(crf(image, logits, scores_are="logits").reshape(-1, 3))
     # Compare log-marginals up to each pixel's normaliser.
     np.testing.assert_allclose(
         refined - refined[:, :1], expected - expected[:, :1], atol=2e-3, rtol=1e-4
@@ -264,8 +261,8 @@ def test_normalisations_differ_as_documented(backend):
     logits[..., 0] = 10.0
     logits[4, 4] = [0.0, 10.0]
     labels = {
-        normalization: dense_crf(image, logits, scores_are="logits", iterations=1,
-                                 normalization=normalization, backend=backend).argmax(-1)
+        normalization: DenseCRF(iterations=1, normalization=normalization,
+                                backend=backend)(image, logits, "logits").argmax(-1)
         for normalization in NORMALIZATIONS
     }
     assert (labels["none"] == 0).all()
@@ -290,7 +287,7 @@ def test_after_normalisation_matches_exact_kernels_on_a_tiny_image():
 def test_keeps_a_confident_correct_segmentation(backend):
     labels, image = _shapes()
     probabilities = np.where(np.eye(3, dtype=bool)[labels], 0.9, 0.05).astype(np.float32)
-    refined = dense_crf(image, probabilities, backend=backend)
+    refined = dense_crf(image, probabilities, crf=DenseCRF(backend=backend))
     np.testing.assert_array_equal(refined.argmax(-1), labels)
     assert refined.max(-1).min() > 0.9
 
@@ -309,8 +306,8 @@ def test_sharpens_blurred_probabilities_at_edges(normalization):
         return (predicted == labels)[near_edges].mean()
 
     def refine(**kwargs):
-        return dense_crf(image, probabilities, normalization=normalization, backend="numpy",
-                         **kwargs).argmax(-1)
+        crf = DenseCRF(normalization=normalization, backend="numpy", **kwargs)
+        return crf(image, probabilities).argmax(-1)
 
     before = accuracy(probabilities.argmax(-1))
     after = accuracy(refine())
@@ -327,11 +324,11 @@ def test_output_is_a_distribution_per_pixel(backend):
     probabilities = rng.random((30, 40, 5))  # float64, rows not normalised, some near 0
     probabilities[0, 0] = [1, 0, 0, 0, 0]
     probabilities[0, 1] = 0  # an uncovered pixel: uniform unary
-    refined = dense_crf(image, probabilities, iterations=3, backend=backend)
+    refined = DenseCRF(iterations=3, backend=backend)(image, probabilities)
     assert refined.shape == (30, 40, 5) and refined.dtype == np.float32
     assert np.isfinite(refined).all() and (refined >= 0).all()
     np.testing.assert_allclose(refined.sum(-1), 1.0, atol=1e-5)
-    single_class = dense_crf(image, np.ones((30, 40, 1), np.float32), backend=backend)
+    single_class = DenseCRF(backend=backend)(image, np.ones((30, 40, 1), np.float32))
     np.testing.assert_array_equal(single_class, 1.0)
 
 
@@ -348,8 +345,7 @@ def test_output_is_a_distribution_per_pixel(backend):
 def test_numpy_and_pydensecrf2_agree(normalization):
     _, image, logits = _blobby()
     results = [
-        dense_crf(image, logits, scores_are="logits", normalization=normalization,
-                  backend=backend)
+        DenseCRF(normalization=normalization, backend=backend)(image, logits, "logits")
         for backend in ("numpy", "pydensecrf2")
     ]
     assert (results[0].argmax(-1) == results[1].argmax(-1)).mean() >= 0.99
@@ -357,7 +353,7 @@ def test_numpy_and_pydensecrf2_agree(normalization):
 
 
 def test_auto_backend_falls_back_to_numpy(monkeypatch):
-    monkeypatch.setattr(crf_module, "_import_pydensecrf", lambda: None)
+    monkeypatch.setattr(mean_field_module, "_import_pydensecrf", lambda: None)
     assert not pydensecrf2_available()
     assert DenseCRF().resolved_backend == "numpy"
     assert DenseCRF(backend="numpy").resolved_backend == "numpy"
@@ -365,7 +361,8 @@ def test_auto_backend_falls_back_to_numpy(monkeypatch):
         DenseCRF(backend="pydensecrf2")
     image, probabilities = _image_and_probabilities()
     np.testing.assert_array_equal(
-        dense_crf(image, probabilities), dense_crf(image, probabilities, backend="numpy")
+        dense_crf(image, probabilities),
+        dense_crf(image, probabilities, crf=DenseCRF(backend="numpy")),
     )
 
 
@@ -379,7 +376,7 @@ def test_numpy_backend_speed_on_a_small_image():
     image = rng.integers(0, 256, (120, 160, 3)).astype(np.uint8)
     probabilities = rng.dirichlet(np.ones(21), (120, 160)).astype(np.float32)
     start = time.perf_counter()
-    dense_crf(image, probabilities, backend="numpy")
+    dense_crf(image, probabilities, crf=DenseCRF(backend="numpy"))
     assert time.perf_counter() - start < 8.0
 
 
@@ -413,13 +410,13 @@ def _image_and_probabilities():
 def test_bad_inputs_raise(change, message):
     image, probabilities = change(*_image_and_probabilities())
     with pytest.raises(ValueError, match=message):
-        dense_crf(image, probabilities, backend="numpy")
+        dense_crf(image, probabilities, crf=DenseCRF(backend="numpy"))
 
 
 def test_logits_may_be_any_finite_values_but_not_inf():
     image, probabilities = _image_and_probabilities()
     logits = (probabilities - 0.5) * 1e4 + np.array([50.0, -50.0], np.float32)
-    refined = dense_crf(image, logits, scores_are="logits", backend="numpy")
+    refined = dense_crf(image, logits, scores_are="logits", crf=DenseCRF(backend="numpy"))
     assert np.isfinite(refined).all() and (refined.argmax(-1) == 0).all()
     logits[0, 0, 0] = -np.inf
     with pytest.raises(ValueError, match="`scores` must be finite"):
@@ -437,7 +434,6 @@ def test_logits_may_be_any_finite_values_but_not_inf():
         ({"bilateral_sxy": float("nan")}, "bilateral_sxy"),
         ({"bilateral_weight": -1}, "bilateral_weight"),
         ({"gaussian_weight": "3"}, "gaussian_weight"),
-        ({"scores_are": "softmax"}, "scores_are"),
         ({"normalization": "NORMALIZE_AFTER"}, "normalization"),
         ({"normalization": None}, "normalization"),
         ({"backend": "torch"}, "backend"),
@@ -446,16 +442,20 @@ def test_logits_may_be_any_finite_values_but_not_inf():
 def test_bad_parameters_raise(arguments, name):
     with pytest.raises(ValueError, match=f"`{name}`"):
         DenseCRF(**arguments)
+
+
+def test_bad_scores_are_raises():
     image, probabilities = _image_and_probabilities()
-    with pytest.raises(ValueError, match=f"`{name}`"):
-        dense_crf(image, probabilities, **arguments)
+    with pytest.raises(ValueError, match="`scores_are`"):
+        dense_crf(image, probabilities, scores_are="softmax")
+    with pytest.raises(ValueError, match="`scores_are`"):
+        DenseCRF(backend="numpy")(image, probabilities, "log_probabilities")
 
 
 def test_config_round_trip():
     crf = DenseCRF(iterations=5, bilateral_srgb=13.0, normalization="after", backend="numpy")
     config = crf.get_config()
     assert config == {
-        "scores_are": "probabilities",
         "iterations": 5,
         "gaussian_sxy": 3.0,
         "gaussian_weight": 3.0,
@@ -468,6 +468,6 @@ def test_config_round_trip():
     assert DenseCRF.from_config(config).get_config() == config
     image, probabilities = _image_and_probabilities()
     np.testing.assert_array_equal(
-        crf(image, probabilities), dense_crf(image, probabilities, **config)
+        crf(image, probabilities), dense_crf(image, probabilities, crf=DenseCRF(**config))
     )
     assert "bilateral_srgb=13.0" in repr(crf)

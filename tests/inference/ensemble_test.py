@@ -1,17 +1,20 @@
 """EDeconvNet inference as the authors' code: FCN-8s once on the padded whole image,
 the product of DeconvNet's raw scores with FCN-8s's rectified raw scores."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from model_fixtures import smooth_images, tiny_deconvnet, tiny_fcn8s
 
 from keras_deconvnet.inference import (
+    InferenceConfig,
     predict_ensemble,
     predict_fcn_padded,
     predict_proposals,
     softmax,
 )
-from keras_deconvnet.inference.methods import InferenceConfig, segment_image
+from keras_deconvnet.inference.methods import segment_image
 
 
 def _models():
@@ -34,13 +37,13 @@ def test_product_of_rectified_raw_scores():
     deconvnet, fcn = _models()
     image = smooth_images(1, (70, 90))[0]
     boxes = [[0, 0, 60, 70], [10, 20, 70, 90]]
-    kwargs = dict(min_box_size=0, top_n=None)
-    d = predict_proposals(deconvnet, image, boxes, **kwargs)
+    config = InferenceConfig(min_box_size=0, top_n=None, fcn_input_size=96)
+    d = predict_proposals(deconvnet, image, boxes, config)
     f = predict_fcn_padded(fcn, image, 96)
-    out = predict_ensemble(deconvnet, fcn, image, boxes, fcn_input_size=96, **kwargs)
+    out = predict_ensemble(deconvnet, fcn, image, boxes, config)
     np.testing.assert_allclose(out, d * np.maximum(f, 0), rtol=1e-5, atol=1e-6)
-    mean = predict_ensemble(deconvnet, fcn, image, boxes, mode="mean", fcn_input_size=96,
-                            **kwargs)
+    mean_config = dataclasses.replace(config, ensemble_mode="mean")
+    mean = predict_ensemble(deconvnet, fcn, image, boxes, mean_config)
     np.testing.assert_allclose(mean, (softmax(d) + softmax(f)) / 2, rtol=1e-5, atol=1e-6)
 
 

@@ -7,6 +7,7 @@ import pytest
 from model_fixtures import smooth_images, tiny_deconvnet
 
 from keras_deconvnet.inference import (
+    InferenceConfig,
     aggregate_proposals,
     crop_windows,
     labels_from_scores,
@@ -56,19 +57,19 @@ class TestPaperRules:
         boxes = [[0, 0, 20, 20], [0, 0, 20, 20]]
         image = np.zeros((20, 20, 3), np.uint8)
         kwargs = dict(top_n=None, min_box_size=0, context=1.0, input_size=(8, 8))
-        paper = predict_proposals(constant_model([[10, 9], [0, 1.5]]), image, boxes, **kwargs)
+        paper = predict_proposals(constant_model([[10, 9], [0, 1.5]]), image, boxes,
+                                  InferenceConfig(**kwargs))
         np.testing.assert_allclose(paper[5, 5], [10, 9])
         assert labels_from_scores(paper)[5, 5] == 0
         softmaxed = predict_proposals(constant_model([[10, 9], [0, 1.5]]), image, boxes,
-                                      score_mode="probabilities", **kwargs)
+                                      InferenceConfig(score_mode="probabilities", **kwargs))
         assert labels_from_scores(softmaxed)[5, 5] == 1
 
     def test_the_canvas_starts_at_zero(self):
         """Negative scores never win, and uncovered pixels are background."""
         image = np.zeros((20, 30, 3), np.uint8)
-        scores = predict_proposals(constant_model([[-5, -1]]), image, [[0, 0, 20, 10]],
-                                   top_n=None, min_box_size=0, context=1.0,
-                                   input_size=(8, 8))
+        config = InferenceConfig(top_n=None, min_box_size=0, context=1.0, input_size=(8, 8))
+        scores = predict_proposals(constant_model([[-5, -1]]), image, [[0, 0, 20, 10]], config)
         np.testing.assert_array_equal(scores[:, :10], 0.0)
         np.testing.assert_array_equal(scores[:, 10:], 0.0)
 
@@ -85,8 +86,9 @@ class TestPaperRules:
     def test_default_threshold_is_half_the_input(self):
         model = constant_model([[1, 0]] * 3)
         image = np.zeros((64, 64, 3), np.uint8)
-        predict_proposals(model, image, [[0, 0, 3, 3], [0, 0, 40, 40]], context=1.0,
-                          input_size=(8, 8))  # threshold 4 px: the 3x3 box is skipped
+        config = InferenceConfig(context=1.0, input_size=(8, 8))
+        # The threshold is 4 px: the 3x3 box is skipped.
+        predict_proposals(model, image, [[0, 0, 3, 3], [0, 0, 40, 40]], config)
         assert sum(len(x) for x in model.seen) == 1
 
     def test_windows_get_the_training_context_and_read_zeros_outside(self):
@@ -132,14 +134,17 @@ class TestWithASegmenter:
         model = tiny_deconvnet(calibrated=True)
         image = smooth_images(1, (90, 110))[0]
         boxes = np.array([[0, 0, 60, 70], [20, 30, 90, 110], [10, 10, 80, 100]])
-        batched = predict_proposals(model, image, boxes, batch_size=4, min_box_size=0)
-        single = predict_proposals(model, image, boxes, batch_size=1, min_box_size=0)
+        batched = predict_proposals(model, image, boxes,
+                                    InferenceConfig(batch_size=4, min_box_size=0))
+        single = predict_proposals(model, image, boxes,
+                                   InferenceConfig(batch_size=1, min_box_size=0))
         np.testing.assert_allclose(batched, single, rtol=1e-4, atol=1e-4)
 
     def test_generator_and_no_proposal(self):
         model = tiny_deconvnet(calibrated=True)
         image = smooth_images(1, (90, 110))[0]
-        assert predict_proposals(model, image, top_n=5).shape == (90, 110, 3)
+        assert predict_proposals(model, image, config=InferenceConfig(top_n=5)).shape == (
+            90, 110, 3)
         empty = predict_proposals(model, image, np.zeros((0, 4)))
         np.testing.assert_array_equal(empty, 0.0)
 
@@ -160,9 +165,13 @@ class TestWithASegmenter:
         model = tiny_deconvnet()
         image = np.zeros((64, 64, 3), np.uint8)
         with pytest.raises(ValueError, match="score_mode"):
-            predict_proposals(model, image, score_mode="softmax")
+            InferenceConfig(score_mode="softmax")
         with pytest.raises(ValueError, match="top_n"):
-            predict_proposals(model, image, top_n=0)
+            InferenceConfig(top_n=0)
+        with pytest.raises(ValueError, match="batch_size"):
+            InferenceConfig(batch_size=0)
+        with pytest.raises(ValueError, match="context"):
+            InferenceConfig(context=0.0)
         with pytest.raises(ValueError, match="mode"):
             predict_whole_image(model, image, mode="x")
         with pytest.raises(ValueError, match="preprocessor"):

@@ -1,19 +1,19 @@
 """The authors' Caffe models in Keras: a dependency-free `.caffemodel` reader and converters.
 
-`caffemodel.py` needs only NumPy (tools may load it without TensorFlow). The converters
+The reader (`caffemodel.py`, with `protobuf_wire.py`, `blob_proto.py` and `caffe_net.py`)
+needs only NumPy (tools may load it without TensorFlow). The converters
 turn DeconvNet's, FCN-8s's and VGG16's caffemodels into our keras-hub segmenters:
 `convert_caffemodel(path, arch).save(preset_dir)`, or `deconvnet convert-caffe`.
 """
 
-from keras_deconvnet.models.caffe.caffemodel import (
+from keras_deconvnet.models.caffe.caffe_net import (
     BVLC_V1_LAYER_TYPES,
     FORK_V1_LAYER_TYPES,
     CaffeLayer,
     CaffeModelError,
     CaffeNet,
-    describe_caffemodel,
-    read_caffemodel,
 )
+from keras_deconvnet.models.caffe.caffemodel import describe_caffemodel, read_caffemodel
 from keras_deconvnet.models.caffe.convert import (
     ARCHITECTURES,
     CaffeConversion,

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from keras_deconvnet.models.caffe.caffemodel import CaffeNet, read_caffemodel
+from keras_deconvnet.models.caffe.caffe_net import CaffeNet
+from keras_deconvnet.models.caffe.caffemodel import read_caffemodel
 from keras_deconvnet.models.caffe.deconvnet_converter import (
     RECOMPUTE_NOTE,
     build_deconvnet,

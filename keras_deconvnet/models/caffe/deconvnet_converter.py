@@ -16,7 +16,8 @@ import warnings
 import numpy as np
 
 from keras_deconvnet.models import vgg16_encoder
-from keras_deconvnet.models.caffe.caffemodel import CaffeNet
+from keras_deconvnet.models.caffe.caffe_net import CaffeNet
+from keras_deconvnet.models.caffe.layouts import pooling_problems
 from keras_deconvnet.models.caffe.weight_mapping import (
     BN_FORMS,
     BN_INFERENCE,
@@ -156,13 +157,7 @@ def _structure_problems(net: CaffeNet, backbone) -> list[str]:
     problems = []
     height = backbone.image_shape[0]
     for block in range(1, len(backbone.block_filters) + 1):
-        for pool in net.layers_named(f"pool{block}"):
-            params = pool.params.get("pooling_param", {})
-            got = (params.get("pool", 0), params.get("kernel_size", 2),
-                   params.get("stride", 1), params.get("pad", 0))
-            if got != (0, 2, 2, 0):
-                problems.append(f"layer {pool.name!r} pools (pool, kernel, stride, pad) "
-                                f"= {got}; DeconvNet pools MAX 2x2 stride 2")
+        problems += pooling_problems(net, block, "DeconvNet")
         for unpool in net.layers_named(f"unpool{block}"):
             params = unpool.params.get("unpooling_param", {})
             size = params.get("unpool_size", params.get("unpool_h"))

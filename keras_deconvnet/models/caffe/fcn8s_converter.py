@@ -15,13 +15,13 @@ score_pool3, upscore8) are accepted too.
 from __future__ import annotations
 
 from keras_deconvnet.models import vgg16_encoder
-from keras_deconvnet.models.caffe.caffemodel import CaffeNet
+from keras_deconvnet.models.caffe.caffe_net import CaffeNet
+from keras_deconvnet.models.caffe.layouts import conv_geometry, pooling_problems
 from keras_deconvnet.models.caffe.weight_mapping import (
     CaffeMappingError,
     Conv,
     WeightPlan,
     blob_shape,
-    conv_geometry,
     encoder_specs,
     missing_layers,
     plan_weights,
@@ -102,13 +102,7 @@ def _structure_problems(net: CaffeNet, segmenter) -> tuple[list[str], list[str]]
     backbone = segmenter.backbone
     problems, notes = [], []
     for block in range(1, len(backbone.block_filters) + 1):
-        for pool in net.layers_named(f"pool{block}"):
-            params = pool.params.get("pooling_param", {})
-            got = (params.get("pool", 0), params.get("kernel_size", 2),
-                   params.get("stride", 1), params.get("pad", 0))
-            if got != (0, 2, 2, 0):
-                problems.append(f"layer {pool.name!r} pools (pool, kernel, stride, pad) "
-                                f"= {got}; FCN-8s pools MAX 2x2 stride 2")
+        problems += pooling_problems(net, block, "FCN-8s")
     for layer in net.layers:
         if layer.type_name in ("ELTWISE", "Eltwise"):
             operation = layer.params.get("eltwise_param", {}).get("operation", 1)

@@ -12,7 +12,7 @@ the same way; fc8 (ImageNet's 1000 classes) is not used.
 from __future__ import annotations
 
 from keras_deconvnet.models import vgg16_encoder
-from keras_deconvnet.models.caffe.caffemodel import CaffeNet
+from keras_deconvnet.models.caffe.caffe_net import CaffeNet
 from keras_deconvnet.models.caffe.weight_mapping import (
     INNER_PRODUCT_TYPES,
     CaffeMappingError,

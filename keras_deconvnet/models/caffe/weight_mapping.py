@@ -1,4 +1,4 @@
-"""Caffe blobs to Keras variables: the layout rules, and a plan checked whole before assigning.
+"""Caffe blobs to Keras variables: a plan checked whole before assigning.
 
 A converter lists which Caffe layer feeds which Keras layer (`Conv`, `BatchNorm`);
 `plan_weights` resolves the list against a `CaffeNet` and a Keras model into a
@@ -6,7 +6,8 @@ A converter lists which Caffe layer feeds which Keras layer (`Conv`, `BatchNorm`
 memory-mapped file, and collects every problem (a missing, duplicated or unexpected
 layer, a wrong blob shape, a geometry the Keras layer does not compute). Only a plan
 without problems is applied, one Caffe layer at a time, so a bad file loads nothing
-and converting holds at most one layer's copy of the weights besides the model.
+and converting holds at most one layer's copy of the weights besides the model. The
+layout rules each pair follows (kernel axes, BGR input, folded BN) are in `layouts`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from keras_deconvnet.models.caffe.caffemodel import CaffeLayer, CaffeModelError, CaffeNet
+from keras_deconvnet.models.caffe.caffe_net import CaffeLayer, CaffeModelError, CaffeNet
+from keras_deconvnet.models.caffe.layouts import (
+    KERNEL_LAYOUTS,
+    bgr_to_rgb,
+    caffe_weight_shape,
+    conv_geometry,
+    unit_variance,
+)
 
 CONV_TYPES = frozenset({"CONVOLUTION", "Convolution", "conv"})
 DECONV_TYPES = frozenset({"DECONVOLUTION", "Deconvolution"})
@@ -40,91 +48,6 @@ class CaffeMappingError(CaffeModelError):
     layers at fault (missing, duplicated or unexpected names, wrong blob shapes or
     geometry).
     """
-
-
-# === Layout rules (pure NumPy, views where possible) =========================
-
-
-def conv_kernel(weight: np.ndarray) -> np.ndarray:
-    """A Caffe CONVOLUTION weight `(out, in, kh, kw)` as a Keras `Conv2D` kernel.
-
-    Both are cross-correlations, so only the axes move: `(kh, kw, in, out)`.
-
-    Example:
-
-    >>> conv_kernel(np.zeros((8, 3, 5, 4))).shape
-    (5, 4, 3, 8)
-    """
-    return np.asarray(weight).transpose(2, 3, 1, 0)
-
-
-def deconv_as_conv_kernel(weight: np.ndarray) -> np.ndarray:
-    """A stride-1 Caffe DECONVOLUTION weight `(in, out, kh, kw)` as a `Conv2D` kernel.
-
-    A stride-1 transposed convolution with pad `(k - 1) / 2` scatters `x[c] * W[c, o]`
-    around each pixel; gathered instead, it is a "same" convolution whose kernel is
-    `W` flipped in both spatial axes, `(kh, kw, in, out)`: output `(o, y, x)` =
-    `sum x[c, y + a - p, x + b - p] * W[c, o, k - 1 - a, k - 1 - b]`.
-
-    Example:
-
-    >>> w = np.arange(4.0).reshape(1, 1, 2, 2)
-    >>> deconv_as_conv_kernel(w)[:, :, 0, 0].tolist()
-    [[3.0, 2.0], [1.0, 0.0]]
-    """
-    return np.asarray(weight)[:, :, ::-1, ::-1].transpose(2, 3, 0, 1)
-
-
-def deconv_kernel(weight: np.ndarray) -> np.ndarray:
-    """A Caffe DECONVOLUTION weight `(in, out, kh, kw)` as a `Conv2DTranspose` kernel.
-
-    Keras keeps transposed-convolution kernels as `(kh, kw, out, in)` and scatters
-    `x[c] * K[i, j, o, c]` to output `(o, h * s + i, w * s + j)`, as Caffe does with
-    `W[c, o, i, j]`: no flip, only the axes move.
-
-    Example:
-
-    >>> deconv_kernel(np.zeros((21, 7, 4, 4))).shape
-    (4, 4, 7, 21)
-    """
-    return np.asarray(weight).transpose(2, 3, 1, 0)
-
-
-def bgr_to_rgb(kernel: np.ndarray) -> np.ndarray:
-    """A first-layer Keras kernel `(kh, kw, 3, out)` trained on BGR, for RGB input.
-
-    Caffe's VGG16 and the DeconvNet and FCN models take BGR images; our networks take
-    RGB, so the input channels of conv1_1 are reversed (a view, no copy).
-
-    Example:
-
-    >>> bgr_to_rgb(np.arange(3.0).reshape(1, 1, 3, 1))[0, 0, :, 0].tolist()
-    [2.0, 1.0, 0.0]
-    """
-    if kernel.shape[2] != 3:
-        raise ValueError(f"conv1_1 must take 3 channels (BGR). Received: {kernel.shape}")
-    return kernel[:, :, ::-1, :]
-
-
-def unit_variance(epsilon: float) -> np.float32:
-    """The moving variance `v` with `float32(v) + float32(epsilon) == 1` exactly.
-
-    With mean 0 and this variance a Keras `BatchNormalization` computes
-    `x * gamma * rsqrt(1) + beta`, i.e. exactly `x * gamma + beta` in float32: the
-    fork's folded INFERENCE BN, `scale * x + shift`.
-
-    Example:
-
-    >>> float(unit_variance(1e-9)), float(unit_variance(1e-3) + np.float32(1e-3))
-    (1.0, 1.0)
-    """
-    eps = np.float32(epsilon)
-    variance = np.float32(1) - eps
-    if variance + eps != np.float32(1):  # one ulp below or above: step towards 1
-        variance = np.nextafter(variance, np.float32(2) if variance + eps < 1 else np.float32(0))
-    if variance + eps != np.float32(1):
-        raise ValueError(f"No float32 variance v gives v + {epsilon} == 1 exactly.")
-    return variance
 
 
 # === The specification a converter writes ====================================
@@ -231,45 +154,6 @@ class WeightPlan:
                 bar.update(index)
 
 
-# === Reading a layer's geometry ===============================================
-
-
-def _first(values, default):
-    if values is None:
-        return default
-    if isinstance(values, tuple | list):
-        return int(values[0]) if values else default
-    return int(values)
-
-
-def conv_geometry(layer: CaffeLayer) -> dict[str, int | bool] | None:
-    """`{"kernel", "stride", "pad", "group", "dilation", "bias_term"}` of a layer's params.
-
-    Caffe's defaults fill absent fields (stride 1, pad 0, group 1, bias_term true);
-    `None` when the file keeps no convolution parameters for the layer at all.
-    """
-    params = layer.params.get("convolution_param")
-    if params is None:
-        v0 = layer.params.get("v0_layer_param")
-        if v0 is None:
-            return None
-        return {"kernel": _first(v0.get("kernelsize"), 0), "stride": _first(v0.get("stride"), 1),
-                "pad": _first(v0.get("pad"), 0), "group": _first(v0.get("group"), 1),
-                "dilation": 1, "bias_term": bool(v0.get("biasterm", True))}
-    kernel = params.get("kernel_h", _first(params.get("kernel_size"), 0))
-    return {
-        "kernel": int(kernel),
-        "kernel_w": int(params.get("kernel_w", _first(params.get("kernel_size"), 0))),
-        "stride": int(params.get("stride_h", _first(params.get("stride"), 1))),
-        "stride_w": int(params.get("stride_w", _first(params.get("stride"), 1))),
-        "pad": int(params.get("pad_h", _first(params.get("pad"), 0))),
-        "pad_w": int(params.get("pad_w", _first(params.get("pad"), 0))),
-        "group": int(params.get("group", 1)),
-        "dilation": _first(params.get("dilation"), 1),
-        "bias_term": bool(params.get("bias_term", True)),
-    }
-
-
 # === Planning ================================================================
 
 
@@ -339,59 +223,68 @@ class _Planner:
         target = self.keras_layer(spec.keras, spec.on_task)
         if layer is None or target is None:
             return
+        expected, channels_out = caffe_weight_shape(spec.kind, tuple(target.kernel.shape))
+        weight = self.conv_weight(layer, spec, expected)
+        if weight is None:
+            return
+        self.check_geometry(layer, spec, target)
+        kernel = KERNEL_LAYOUTS[spec.kind](weight)
+        if spec.bgr_input:
+            kernel = bgr_to_rgb(kernel)
+        bias_items = self.conv_bias(layer, spec, target, channels_out)
+        if bias_items is not None:
+            self.add(layer.name, [(target.kernel, kernel, f"{layer.name!r} blob 0"),
+                                  *bias_items])
+
+    def conv_weight(
+        self, layer: CaffeLayer, spec: Conv, expected: tuple[int, ...]
+    ) -> np.ndarray | None:
+        """The layer's weight blob in the Caffe shape `expected`, or None (a problem).
+
+        An inner-product weight of the right size is reshaped (net surgery: C-order
+        `(in, kh, kw)`).
+        """
         name = layer.name
-        kernel_var = target.kernel
-        bias_var = target.bias if getattr(target, "use_bias", False) else None
-        kh, kw, a, b = tuple(kernel_var.shape)
-        # The Caffe shape the Keras kernel needs: (out, in, kh, kw) or (in, out, kh, kw).
-        if spec.kind == "conv":
-            expected, channels_out = (b, a, kh, kw), b
-        elif spec.kind == "deconv_as_conv":
-            expected, channels_out = (a, b, kh, kw), b
-        else:  # Conv2DTranspose kernel (kh, kw, out, in)
-            expected, channels_out = (b, a, kh, kw), a
         if len(layer.blobs) not in (1, 2):
             self.problem(f"layer {name!r} has {len(layer.blobs)} blobs, expected a weight "
                          "and a bias")
-            return
+            return None
         weight = layer.blobs[0]
-        if tuple(weight.shape) != expected:
-            flat = tuple(d for d in weight.shape if d != 1)
-            if (spec.inner_product and layer.type_name in INNER_PRODUCT_TYPES
-                    and weight.size == math.prod(expected) and flat[:1] == expected[:1]):
-                weight = weight.reshape(expected)  # net surgery: C-order (in, kh, kw)
-            else:
-                self.problem(f"layer {name!r} has a weight of shape {tuple(weight.shape)}, "
-                             f"but {spec.keras!r} needs {expected} (Caffe layout)")
-                return
-        self.check_geometry(layer, spec, target)
-        if spec.kind == "conv":
-            kernel = conv_kernel(weight)
-        elif spec.kind == "deconv_as_conv":
-            kernel = deconv_as_conv_kernel(weight)
-        else:
-            kernel = deconv_kernel(weight)
-        if spec.bgr_input:
-            kernel = bgr_to_rgb(kernel)
-        items = [(kernel_var, kernel, f"{name!r} blob 0")]
-        if len(layer.blobs) == 2:
-            bias = layer.blobs[1]
-            if bias.size != channels_out:
-                self.problem(f"layer {name!r} has a bias of shape {tuple(bias.shape)}, "
-                             f"expected {channels_out} values")
-                return
-            if bias_var is not None:
-                items.append((bias_var, bias.reshape(-1), f"{name!r} blob 1"))
-            elif np.any(bias):
-                self.problem(f"layer {name!r} has a non-zero bias, but {spec.keras!r} has "
-                             "none (use_bias=False)")
-                return
-        elif bias_var is not None:
+        if tuple(weight.shape) == expected:
+            return weight
+        flat = tuple(d for d in weight.shape if d != 1)
+        if (spec.inner_product and layer.type_name in INNER_PRODUCT_TYPES
+                and weight.size == math.prod(expected) and flat[:1] == expected[:1]):
+            return weight.reshape(expected)
+        self.problem(f"layer {name!r} has a weight of shape {tuple(weight.shape)}, "
+                     f"but {spec.keras!r} needs {expected} (Caffe layout)")
+        return None
+
+    def conv_bias(
+        self, layer: CaffeLayer, spec: Conv, target, channels_out: int
+    ) -> list[tuple[keras.Variable, np.ndarray, str]] | None:
+        """The bias items of a convolution (zeros for `bias_term: false`), or None."""
+        name = layer.name
+        bias_var = target.bias if getattr(target, "use_bias", False) else None
+        if len(layer.blobs) < 2:
+            if bias_var is None:
+                return []
             # `bias_term: false` in Caffe: a zero bias computes the same.
             zeros = np.zeros(tuple(bias_var.shape), np.float32)
-            items.append((bias_var, zeros, f"{name!r} (no bias: zeros)"))
             self.plan.notes.append(f"{name!r} has no bias; {spec.keras!r}'s bias is set to 0.")
-        self.add(name, items)
+            return [(bias_var, zeros, f"{name!r} (no bias: zeros)")]
+        bias = layer.blobs[1]
+        if bias.size != channels_out:
+            self.problem(f"layer {name!r} has a bias of shape {tuple(bias.shape)}, "
+                         f"expected {channels_out} values")
+            return None
+        if bias_var is not None:
+            return [(bias_var, bias.reshape(-1), f"{name!r} blob 1")]
+        if np.any(bias):
+            self.problem(f"layer {name!r} has a non-zero bias, but {spec.keras!r} has "
+                         "none (use_bias=False)")
+            return None
+        return []
 
     def check_geometry(self, layer: CaffeLayer, spec: Conv, target) -> None:
         geometry = conv_geometry(layer)

@@ -538,70 +538,99 @@ def deconvnet_layers(
         constant: if given, every blob is this value as a read-only broadcast view (no
             memory: for writing full-size files).
     """
-    layers: list[dict[str, Any]] = []
+    net = _LayerList(rng, bn_mode, constant)
+    previous, cin, sizes = _encoder_layers(net, widths, size)
+    net.conv("fc6", previous, "fc6", cin, fc, 7, 0)
+    net.bn_relu("bnfc6", "relu6", "fc6", fc)
+    net.conv("fc7", "fc6", "fc7", fc, fc, 1, 0)
+    net.bn_relu("bnfc7", "relu7", "fc7", fc)
+    net.conv("fc6-deconv", "fc7", "fc6-deconv", fc, widths[4], 7, 0, deconv=True)
+    net.bn_relu("fc6-deconv-bn", "fc6-deconv-relu", "fc6-deconv", widths[4])
+    previous, cin = _decoder_layers(net, widths, sizes)
+    net.conv("seg-score-voc", previous, "seg-score", cin, classes, 1, 0)
+    return net.layers
 
-    def make(shape: tuple[int, ...], draw: Any) -> np.ndarray:
-        if constant is not None:
-            return np.broadcast_to(np.float32(constant), shape)
+
+class _LayerList:
+    """DeconvNet's layer dicts, appended in file order, with random (or constant) blobs."""
+
+    def __init__(self, rng: np.random.Generator, bn_mode: int, constant: float | None) -> None:
+        self.rng = rng
+        self.bn_mode = bn_mode
+        self.constant = constant
+        self.layers: list[dict[str, Any]] = []
+
+    def make(self, shape: tuple[int, ...], draw: Any) -> np.ndarray:
+        if self.constant is not None:
+            return np.broadcast_to(np.float32(self.constant), shape)
         return np.asarray(draw(), dtype=np.float32)
 
-    def conv(name: str, bottom: str, top: str, cin: int, cout: int, kernel: int, pad: int,
-             deconv: bool = False) -> None:
+    def conv(self, name: str, bottom: str, top: str, cin: int, cout: int, kernel: int,
+             pad: int, deconv: bool = False) -> None:
+        rng = self.rng
         fan_in = cin * kernel * kernel
         shape = (cin, cout, kernel, kernel) if deconv else (cout, cin, kernel, kernel)
-        weight = make(shape, lambda: rng.standard_normal(shape) * np.sqrt(2.0 / fan_in))
-        bias = make((1, 1, 1, cout), lambda: rng.standard_normal((1, 1, 1, cout)) * 0.1)
-        layers.append({"name": name, "type": "DECONVOLUTION" if deconv else "CONVOLUTION",
-                       "bottoms": [bottom], "tops": [top], "blobs": [weight, bias],
-                       "params": {"convolution_param": {"num_output": cout, "pad": pad,
-                                                        "kernel_size": kernel}}})
+        weight = self.make(shape, lambda: rng.standard_normal(shape) * np.sqrt(2.0 / fan_in))
+        bias = self.make((1, 1, 1, cout), lambda: rng.standard_normal((1, 1, 1, cout)) * 0.1)
+        self.layers.append({
+            "name": name, "type": "DECONVOLUTION" if deconv else "CONVOLUTION",
+            "bottoms": [bottom], "tops": [top], "blobs": [weight, bias],
+            "params": {"convolution_param": {"num_output": cout, "pad": pad,
+                                             "kernel_size": kernel}}})
 
-    def bn_relu(bn_name: str, relu_name: str, blob: str, channels: int) -> None:
+    def bn_relu(self, bn_name: str, relu_name: str, blob: str, channels: int) -> None:
+        rng = self.rng
         shape = (1, channels, 1, 1)
-        scale = make(shape, lambda: rng.uniform(0.5, 1.5, shape))
-        shift = make(shape, lambda: rng.standard_normal(shape) * 0.1)
-        layers.append({"name": bn_name, "type": "BN", "bottoms": [blob], "tops": [blob],
-                       "blobs": [scale, shift], "params": {"bn_param": {"bn_mode": bn_mode}}})
-        layers.append({"name": relu_name, "type": "RELU", "bottoms": [blob], "tops": [blob],
-                       "blobs": []})
+        scale = self.make(shape, lambda: rng.uniform(0.5, 1.5, shape))
+        shift = self.make(shape, lambda: rng.standard_normal(shape) * 0.1)
+        self.layers.append({"name": bn_name, "type": "BN", "bottoms": [blob], "tops": [blob],
+                            "blobs": [scale, shift],
+                            "params": {"bn_param": {"bn_mode": self.bn_mode}}})
+        self.layers.append({"name": relu_name, "type": "RELU", "bottoms": [blob],
+                            "tops": [blob], "blobs": []})
 
+
+def _encoder_layers(
+    net: _LayerList, widths: Sequence[int], size: int
+) -> tuple[str, int, list[int]]:
+    """VGG16's five blocks with BN; returns the last blob, its channels, block sizes."""
     depth = (2, 2, 3, 3, 3)
     previous, cin, spatial = "data", 3, size
     sizes = []
     for block, (width, count) in enumerate(zip(widths, depth, strict=True), start=1):
         for k in range(1, count + 1):
             name = f"conv{block}_{k}"
-            conv(name, previous, name, cin, width, 3, 1)
-            bn_relu(f"bn{block}_{k}", f"relu{block}_{k}", name, width)
+            net.conv(name, previous, name, cin, width, 3, 1)
+            net.bn_relu(f"bn{block}_{k}", f"relu{block}_{k}", name, width)
             previous, cin = name, width
         sizes.append(spatial)
         spatial //= 2
-        layers.append({"name": f"pool{block}", "type": "POOLING", "bottoms": [previous],
-                       "tops": [f"pool{block}", f"pool{block}_mask"], "blobs": [],
-                       "params": {"pooling_param": {"pool": 0, "kernel_size": 2, "stride": 2}}})
+        net.layers.append({
+            "name": f"pool{block}", "type": "POOLING", "bottoms": [previous],
+            "tops": [f"pool{block}", f"pool{block}_mask"], "blobs": [],
+            "params": {"pooling_param": {"pool": 0, "kernel_size": 2, "stride": 2}}})
         previous = f"pool{block}"
-    conv("fc6", previous, "fc6", cin, fc, 7, 0)
-    bn_relu("bnfc6", "relu6", "fc6", fc)
-    conv("fc7", "fc6", "fc7", fc, fc, 1, 0)
-    bn_relu("bnfc7", "relu7", "fc7", fc)
-    conv("fc6-deconv", "fc7", "fc6-deconv", fc, widths[4], 7, 0, deconv=True)
-    bn_relu("fc6-deconv-bn", "fc6-deconv-relu", "fc6-deconv", widths[4])
+    return previous, cin, sizes
+
+
+def _decoder_layers(net: _LayerList, widths: Sequence[int], sizes: list[int]) -> tuple[str, int]:
+    """Unpooling and deconvolution blocks 5 to 1; returns the last blob and its channels."""
     previous, cin = "fc6-deconv", widths[4]
-    # Decoder: each block's last deconv narrows to the next block's width.
+    # Each block's last deconv narrows to the next block's width.
     outs = {5: (widths[4], widths[4], widths[4]), 4: (widths[3], widths[3], widths[2]),
             3: (widths[2], widths[2], widths[1]), 2: (widths[1], widths[0]),
             1: (widths[0], widths[0])}
     for block in (5, 4, 3, 2, 1):
-        layers.append({"name": f"unpool{block}", "type": "UNPOOLING",
-                       "bottoms": [previous, f"pool{block}_mask"], "tops": [f"unpool{block}"],
-                       "blobs": [], "params": {"unpooling_param": {
-                           "unpool": 0, "kernel_size": 2, "stride": 2,
-                           "unpool_size": sizes[block - 1]}}})
+        net.layers.append({"name": f"unpool{block}", "type": "UNPOOLING",
+                           "bottoms": [previous, f"pool{block}_mask"],
+                           "tops": [f"unpool{block}"], "blobs": [],
+                           "params": {"unpooling_param": {
+                               "unpool": 0, "kernel_size": 2, "stride": 2,
+                               "unpool_size": sizes[block - 1]}}})
         previous = f"unpool{block}"
         for k, width in enumerate(outs[block], start=1):
             name = f"deconv{block}_{k}"
-            conv(name, previous, name, cin, width, 3, 1, deconv=True)
-            bn_relu(f"debn{block}_{k}", f"derelu{block}_{k}", name, width)
+            net.conv(name, previous, name, cin, width, 3, 1, deconv=True)
+            net.bn_relu(f"debn{block}_{k}", f"derelu{block}_{k}", name, width)
             previous, cin = name, width
-    conv("seg-score-voc", previous, "seg-score", cin, classes, 1, 0)
-    return layers
+    return previous, cin

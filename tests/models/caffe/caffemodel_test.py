@@ -26,7 +26,7 @@ def _seed_and_clean():
     yield
 
 
-READER = Path(__file__).resolve().parents[3] / "keras_deconvnet/models/caffe/caffemodel.py"
+PACKAGE_ROOT = Path(__file__).resolve().parents[3]
 
 
 def small_layers(rng):
@@ -270,15 +270,19 @@ def test_weightless_netparameter_is_rejected():
 
 # -- memory ---------------------------------------------------------------------------
 
-# Loads the reader module alone (numpy only: no TensorFlow), reads the file, touches every
-# value, then copies every blob; prints the peaks as JSON.
+# Loads the reader modules alone (numpy only: no TensorFlow; bare stand-ins for the parent
+# packages skip their __init__s, which import Keras), reads the file, touches every value,
+# then copies every blob; prints the peaks as JSON.
 _MEASURE = textwrap.dedent("""
-    import importlib.util, json, resource, sys, tracemalloc
+    import importlib, json, resource, sys, tracemalloc, types
+    from pathlib import Path
     import numpy as np
-    spec = importlib.util.spec_from_file_location("caffemodel", sys.argv[1])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["caffemodel"] = module
-    spec.loader.exec_module(module)
+    directory = Path(sys.argv[1]) / "keras_deconvnet"
+    for name in ("keras_deconvnet", "keras_deconvnet.models", "keras_deconvnet.models.caffe"):
+        package = types.ModuleType(name)
+        package.__path__ = [str(directory.joinpath(*name.split(".")[1:]))]
+        sys.modules[name] = package
+    module = importlib.import_module("keras_deconvnet.models.caffe.caffemodel")
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     tracemalloc.start()
     net = module.read_caffemodel(sys.argv[2])
@@ -295,7 +299,7 @@ _MEASURE = textwrap.dedent("""
 
 
 def measure(path):
-    result = subprocess.run([sys.executable, "-c", _MEASURE, str(READER), str(path)],
+    result = subprocess.run([sys.executable, "-c", _MEASURE, str(PACKAGE_ROOT), str(path)],
                             capture_output=True, text=True, timeout=600, check=True)
     return json.loads(result.stdout)
 

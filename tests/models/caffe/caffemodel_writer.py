@@ -12,6 +12,7 @@ import io
 import os
 import struct
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, BinaryIO, Literal
 
 import numpy as np
@@ -48,6 +49,37 @@ _PARAMS: dict[str, tuple[int | None, int | None, dict[str, int]]] = {
 }
 
 _CHUNK = 1 << 22  # values per write: bounds the temporary copy to 16-32 MB
+
+
+@dataclass(frozen=True)
+class WriterOptions:
+    """How `write_caffemodel` encodes a net.
+
+    Args:
+        form: "V1" (`layers` with enum types, as the DeconvNet files), "V2" (`layer` with
+            string types) or "V0" (2014 nested layers). Parameter messages with no field
+            number in the form (the fork's `bn_param` and `unpooling_param` in V2,
+            `crop_param` in V1) are left out; V0 writes none.
+        legacy_dims: blob shapes as 4-D num/channels/height/width (left-padded with 1s),
+            else as `shape.dim`.
+        double: `double_data` instead of float `data`.
+        packed: False writes one tag per value.
+        diff: also write a zero `diff`.
+        name: `NetParameter.name`.
+        inputs: `{input name: dims}`, as `input_dim` (V0/V1) or `input_shape` (V2).
+    """
+
+    form: Literal["V0", "V1", "V2"] = "V1"
+    legacy_dims: bool = True
+    double: bool = False
+    packed: bool = True
+    diff: bool = False
+    name: str = "synthetic"
+    inputs: Mapping[str, Sequence[int]] | None = None
+
+    def __post_init__(self) -> None:
+        if self.form not in ("V0", "V1", "V2"):
+            raise ValueError(f"form must be 'V0', 'V1' or 'V2', got {self.form!r}")
 
 
 def _varint(value: int) -> bytes:
@@ -105,15 +137,14 @@ def _size(parts: Sequence[bytes | _ArrayPart]) -> int:
     return sum(len(p) if isinstance(p, bytes) else p.nbytes for p in parts)
 
 
-def _blob_parts(
-    blob: Any, *, legacy_dims: bool, double: bool, packed: bool, diff: bool
-) -> list[bytes | _ArrayPart]:
+def _blob_parts(blob: Any, options: WriterOptions) -> list[bytes | _ArrayPart]:
     # A blob is an array, or (array, declared shape) to write a shape that lies.
     array, declared = (blob if isinstance(blob, tuple) else (blob, None))
     array = np.asarray(array)
     declared = tuple(array.shape) if declared is None else tuple(declared)
     parts: list[bytes | _ArrayPart] = []
-    if legacy_dims:
+    packed, double = options.packed, options.double
+    if options.legacy_dims:
         if len(declared) > 4:
             raise ValueError(f"legacy dims hold at most 4 axes, got shape {declared}")
         dims = (1,) * (4 - len(declared)) + declared  # Caffe pads on the left
@@ -126,7 +157,7 @@ def _blob_parts(
             shape = b"".join(_key(1, 0) + _varint(d) for d in declared)
         parts.append(_length_delimited(7, shape))
     fields = [(8, "<f8", 1) if double else (5, "<f4", 5)]
-    if diff:
+    if options.diff:
         fields.append((9, "<f8", 1) if double else (6, "<f4", 5))
     for number, dtype, fixed_wire in fields:
         # A zero diff as a broadcast view: no copy of a large blob.
@@ -157,9 +188,7 @@ def _params(params: Mapping[str, Mapping[str, Any]], form: str) -> bytes:
     return out
 
 
-def _layer_parts(
-    layer: Mapping[str, Any], form: str, blob_options: Mapping[str, bool]
-) -> list[bytes | _ArrayPart]:
+def _layer_parts(layer: Mapping[str, Any], options: WriterOptions) -> list[bytes | _ArrayPart]:
     name = layer["name"].encode()
     type_ = layer["type"]
     bottoms = [b.encode() for b in layer.get("bottoms", ())]
@@ -170,11 +199,12 @@ def _layer_parts(
     def blob_fields(number: int) -> list[bytes | _ArrayPart]:
         parts: list[bytes | _ArrayPart] = []
         for blob in blobs:
-            inner = _blob_parts(blob, **blob_options)
+            inner = _blob_parts(blob, options)
             parts.append(_key(number, 2) + _varint(_size(inner)))
             parts.extend(inner)
         return parts
 
+    form = options.form
     if form == "V2":
         type_ = V2_TYPES.get(type_, type_)
         head = (_length_delimited(1, name) + _length_delimited(2, type_.encode())
@@ -193,55 +223,43 @@ def _layer_parts(
         # blobs_lr / weight_decay (unpacked repeated floats) follow the blobs in real files.
         tail = b"".join(_scalar(7, 1.0) + _scalar(8, 1.0) for _ in blobs)
         return [head, *blob_fields(6), tail, _params(params, form)]
-    if form == "V0":
-        type_ = V0_TYPES.get(type_, type_)
-        v0_head = _length_delimited(1, name) + _length_delimited(2, type_.encode())
-        v0_parts = [v0_head, *blob_fields(50)]
-        return [_key(1, 2) + _varint(_size(v0_parts)), *v0_parts,
-                b"".join(_length_delimited(2, b) for b in bottoms)
-                + b"".join(_length_delimited(3, t) for t in tops)]
-    raise ValueError(f"form must be 'V0', 'V1' or 'V2', got {form!r}")
+    type_ = V0_TYPES.get(type_, type_)
+    v0_head = _length_delimited(1, name) + _length_delimited(2, type_.encode())
+    v0_parts = [v0_head, *blob_fields(50)]
+    return [_key(1, 2) + _varint(_size(v0_parts)), *v0_parts,
+            b"".join(_length_delimited(2, b) for b in bottoms)
+            + b"".join(_length_delimited(3, t) for t in tops)]
 
 
 def write_caffemodel_to(
     stream: BinaryIO,
     layers: Sequence[Mapping[str, Any]],
-    *,
-    form: Literal["V0", "V1", "V2"] = "V1",
-    legacy_dims: bool = True,
-    double: bool = False,
-    packed: bool = True,
-    diff: bool = False,
-    name: str = "synthetic",
-    inputs: Mapping[str, Sequence[int]] | None = None,
+    options: WriterOptions | None = None,
 ) -> int:
     """Writes a NetParameter to `stream` (see `write_caffemodel`); returns bytes written."""
-    blob_options = {"legacy_dims": legacy_dims, "double": double, "packed": packed,
-                    "diff": diff}
-    written = 0
-    head = _length_delimited(1, name.encode())
-    for input_name, dims in (inputs or {}).items():
+    options = options or WriterOptions()
+    head = _length_delimited(1, options.name.encode())
+    for input_name, dims in (options.inputs or {}).items():
         head += _length_delimited(3, input_name.encode())
-        if form == "V2":
+        if options.form == "V2":
             head += _length_delimited(8, _length_delimited(1, b"".join(_varint(d) for d in dims)))
         else:
             head += b"".join(_key(4, 0) + _varint(d) for d in dims)
-    stream.write(head)
-    written += len(head)
-    layer_field = 100 if form == "V2" else 2
+    written = _write_parts(stream, [head])
+    layer_field = 100 if options.form == "V2" else 2
     for layer in layers:
-        parts = _layer_parts(layer, form, blob_options)
-        prefix = _key(layer_field, 2) + _varint(_size(parts))
-        stream.write(prefix)
-        written += len(prefix)
-        for part in parts:
-            if isinstance(part, bytes):
-                stream.write(part)
-                written += len(part)
-            else:
-                part.write(stream)
-                written += part.nbytes
+        parts = _layer_parts(layer, options)
+        written += _write_parts(stream, [_key(layer_field, 2) + _varint(_size(parts)), *parts])
     return written
+
+
+def _write_parts(stream: BinaryIO, parts: Sequence[bytes | _ArrayPart]) -> int:
+    for part in parts:
+        if isinstance(part, bytes):
+            stream.write(part)
+        else:
+            part.write(stream)
+    return _size(parts)
 
 
 def write_caffemodel(
@@ -258,23 +276,18 @@ def write_caffemodel(
             `tops`, `blobs` (arrays, or `(array, declared_shape)` to write a shape that
             does not match the data) and optionally `params`
             (e.g. `{"convolution_param": {"num_output": 4, "pad": 1}}`).
-        **options: `form` ("V1": `layers` with enum types, as the DeconvNet files; "V2":
-            `layer` with string types; "V0": 2014 nested layers), `legacy_dims` (4-D
-            num/channels/height/width, left-padded with 1s, else `shape.dim`), `double`
-            (`double_data` instead of float `data`), `packed` (False: one tag per
-            value), `diff` (also write a zero `diff`), `name`, `inputs`. Parameter
-            messages with no field number in the form (the fork's `bn_param` and
-            `unpooling_param` in V2, `crop_param` in V1) are left out; V0 writes none.
+        **options: the fields of `WriterOptions` (`form`, `legacy_dims`, `double`,
+            `packed`, `diff`, `name`, `inputs`).
 
     Returns:
         The number of bytes written.
     """
     with open(path, "wb") as stream:
-        return write_caffemodel_to(stream, layers, **options)
+        return write_caffemodel_to(stream, layers, WriterOptions(**options))
 
 
 def encode_caffemodel(layers: Sequence[Mapping[str, Any]], **options: Any) -> bytes:
     """The bytes `write_caffemodel` would write (for small models)."""
     buffer = io.BytesIO()
-    write_caffemodel_to(buffer, layers, **options)
+    write_caffemodel_to(buffer, layers, WriterOptions(**options))
     return buffer.getvalue()
