@@ -22,7 +22,7 @@ def _litert_runner(content: bytes, threads: int) -> Callable[[np.ndarray], np.nd
     (the int8 file takes uint8 pixels as they are), invoke, dequantize the output."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from keras_deconvnet.export.parity import dequantize, quantize
+    from keras_deconvnet.export.runtimes import dequantize, quantize
 
     interpreter = Interpreter(model_content=content, num_threads=threads)
     interpreter.allocate_tensors()
@@ -46,7 +46,8 @@ def bench_exported(config: SuiteConfig, log=print) -> dict:
     fraction of integer-only ops.
     """
     from keras_deconvnet.export.model_interface import inference_function
-    from keras_deconvnet.export.tflite import convert_to_tflite, integer_op_fraction
+    from keras_deconvnet.export.tflite_conversion import TFLiteConfig, convert_to_tflite
+    from keras_deconvnet.export.tflite_inspection import integer_op_fraction
 
     threads = config.thread_count()
     model = build_model(config.exported_preset, config.image_size)
@@ -71,8 +72,8 @@ def bench_exported(config: SuiteConfig, log=print) -> dict:
     for quantization in config.quantizations:
         start = time.perf_counter()
         content = convert_to_tflite(
-            model, quantization, representative_data=calibration,
-            representative_samples=len(calibration),
+            model, quantization, TFLiteConfig(representative_samples=len(calibration)),
+            representative_data=calibration,
         )
         convert_s = time.perf_counter() - start
         add("litert", quantization, _litert_runner(content, threads),

@@ -39,6 +39,17 @@ MAX_OPSET = 18
 MIN_OPSET = 13
 
 
+def check_opset(opset: int) -> None:
+    """Raises `ValueError` unless `opset` is an int tf2onnx supports (13 to 18)."""
+    if isinstance(opset, bool) or not isinstance(opset, int) or not (
+        MIN_OPSET <= opset <= MAX_OPSET
+    ):
+        raise ValueError(
+            f"`opset` must be an int from {MIN_OPSET} to {MAX_OPSET} (what tf2onnx 1.17 "
+            f"supports). Received: opset={opset!r}"
+        )
+
+
 def export_onnx(
     model: keras.Model,
     path: str | os.PathLike,
@@ -68,13 +79,7 @@ def export_onnx(
     >>> export_onnx(model, "deconvnet.onnx", image_shape=(96, 96))
     PosixPath('deconvnet.onnx')
     """
-    if isinstance(opset, bool) or not isinstance(opset, int) or not (
-        MIN_OPSET <= opset <= MAX_OPSET
-    ):
-        raise ValueError(
-            f"`opset` must be an int from {MIN_OPSET} to {MAX_OPSET} (what tf2onnx 1.17 "
-            f"supports). Received: opset={opset!r}"
-        )
+    check_opset(opset)
     path = Path(path)
     if path.exists():
         raise FileExistsError(f"The output file already exists. Received: {path}")

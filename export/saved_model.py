@@ -43,6 +43,38 @@ from keras_deconvnet.inference import whole_image
 SERVING_DEFAULT = "serving_default"
 IMAGE_BYTES_SIGNATURE = "predict_image_bytes"
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# What each signature takes and returns, written into `export_config.json`.
+SIGNATURE_DESCRIPTIONS = {
+    SERVING_DEFAULT: {
+        "inputs": {"images": "float32 (batch, height, width, 3), RGB 0-255"},
+        "outputs": {
+            "probabilities": "float32 (batch, height, width, num_classes)",
+            "labels": "int32 (batch, height, width)",
+        },
+    },
+    IMAGE_BYTES_SIGNATURE: {
+        "inputs": {"image_bytes": "string (batch,), encoded JPEG/PNG/BMP/GIF"},
+        "convention": (
+            "decode (no EXIF orientation) -> image converter resize to the "
+            "model input (bilinear, half-pixel centres, no antialias) -> model "
+            "-> raw scores resized to the image size (bilinear, half-pixel) "
+            "-> softmax -> argmax"
+        ),
+        "outputs": {
+            "labels": "int32 (batch, max_height, max_width), -1 = padding",
+            "image_sizes": "int32 (batch, 2), (height, width) of each image",
+        },
+    },
+}
+
+
+def check_model_name(name: str) -> None:
+    """Raises `ValueError` unless `name` is a directory name TF Serving can use."""
+    if not isinstance(name, str) or not _NAME_PATTERN.match(name):
+        raise ValueError(
+            "`name` must be a non-empty directory name of letters, digits, '_', '-', "
+            f"'.'. Received: name={name!r}"
+        )
 
 
 def next_version(model_dir: str | os.PathLike) -> int:
@@ -90,11 +122,7 @@ def export_saved_model(
     >>> sorted(loaded.signatures)
     ['predict_image_bytes', 'serving_default']
     """
-    if not isinstance(name, str) or not _NAME_PATTERN.match(name):
-        raise ValueError(
-            "`name` must be a non-empty directory name of letters, digits, '_', '-', "
-            f"'.'. Received: name={name!r}"
-        )
+    check_model_name(name)
     if version is not None and (
         isinstance(version, bool) or not isinstance(version, int) or version < 1
     ):
@@ -103,37 +131,9 @@ def export_saved_model(
     config = model_interface.export_config(
         model, shape, num_classes, class_names,
         format="saved_model",
-        signatures={
-            SERVING_DEFAULT: {
-                "inputs": {"images": "float32 (batch, height, width, 3), RGB 0-255"},
-                "outputs": {
-                    "probabilities": "float32 (batch, height, width, num_classes)",
-                    "labels": "int32 (batch, height, width)",
-                },
-            },
-            IMAGE_BYTES_SIGNATURE: {
-                "inputs": {"image_bytes": "string (batch,), encoded JPEG/PNG/BMP/GIF"},
-                "convention": (
-                    "decode (no EXIF orientation) -> image converter resize to the "
-                    "model input (bilinear, half-pixel centres, no antialias) -> model "
-                    "-> raw scores resized to the image size (bilinear, half-pixel) "
-                    "-> softmax -> argmax"
-                ),
-                "outputs": {
-                    "labels": "int32 (batch, max_height, max_width), -1 = padding",
-                    "image_sizes": "int32 (batch, 2), (height, width) of each image",
-                },
-            },
-        },
+        signatures=SIGNATURE_DESCRIPTIONS,
     )
-    model_dir = Path(base_dir) / name
-    version = next_version(model_dir) if version is None else version
-    target = model_dir / str(version)
-    if target.exists():
-        raise FileExistsError(
-            f"Version {version} of model {name!r} already exists; pass another `version` "
-            f"or leave it unset for the next one. Received: {target}"
-        )
+    target = _version_dir(base_dir, name, version)
     archive = _archive(model, shape)
     with atomic_io.staged_directory(target) as staging:
         archive.write_out(str(staging), verbose=False)
@@ -143,25 +143,34 @@ def export_saved_model(
     return target
 
 
-def _archive(model, shape):
+def _version_dir(base_dir: str | os.PathLike, name: str, version: int | None) -> Path:
+    """`base_dir/name/version`, the next free version when `None`; it must not exist."""
+    model_dir = Path(base_dir) / name
+    version = next_version(model_dir) if version is None else version
+    target = model_dir / str(version)
+    if target.exists():
+        raise FileExistsError(
+            f"Version {version} of model {name!r} already exists; pass another `version` "
+            f"or leave it unset for the next one. Received: {target}"
+        )
+    return target
+
+
+def _serve_image_bytes(model: keras.Model, shape: tuple[int, int, int]):
+    """The `predict_image_bytes` endpoint: encoded images -> labels at their sizes."""
     height, width, channels = shape
-    probabilities = model_interface.inference_function(model)
     logits = not whole_image.outputs_probabilities(model)
     resize = whole_image.image_converter(model, (height, width))
 
-    def serve(images):
-        probs = probabilities(images)
-        return {"probabilities": probs, "labels": tf.argmax(probs, -1, tf.int32)}
+    def decode(data):
+        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        size = tf.shape(image)[:2]
+        # The converter resizes (half-pixel bilinear) and normalises.
+        return resize(tf.cast(image, tf.float32)[None])[0], size
 
     def serve_bytes(image_bytes):
         # The local whole-image convention (`whole_image.whole_image_probabilities`),
         # with the model run once on the whole batch.
-        def decode(data):
-            image = tf.io.decode_image(data, channels=3, expand_animations=False)
-            size = tf.shape(image)[:2]
-            # The converter resizes (half-pixel bilinear) and normalises.
-            return resize(tf.cast(image, tf.float32)[None])[0], size
-
         inputs, sizes = tf.map_fn(
             decode,
             image_bytes,
@@ -187,6 +196,17 @@ def _archive(model, shape):
         )
         return {"labels": labels, "image_sizes": sizes}
 
+    return serve_bytes
+
+
+def _archive(model, shape):
+    height, width, channels = shape
+    probabilities = model_interface.inference_function(model)
+
+    def serve(images):
+        probs = probabilities(images)
+        return {"probabilities": probs, "labels": tf.argmax(probs, -1, tf.int32)}
+
     archive = keras.export.ExportArchive()
     # No `archive.track(model)`: the endpoints track the variables they use, and
     # tracking the model as well would store every variable twice.
@@ -197,7 +217,7 @@ def _archive(model, shape):
     )
     archive.add_endpoint(
         IMAGE_BYTES_SIGNATURE,
-        serve_bytes,
+        _serve_image_bytes(model, shape),
         input_signature=[tf.TensorSpec((None,), tf.string, "image_bytes")],
     )
     return archive

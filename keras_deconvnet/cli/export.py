@@ -8,7 +8,7 @@ from pathlib import Path
 from keras_deconvnet.cli import CommandError
 from keras_deconvnet.cli.arguments import load_model
 from keras_deconvnet.export.pipeline import FORMATS
-from keras_deconvnet.export.tflite import DEFAULT_INT8_IO, INT8_IO
+from keras_deconvnet.export.tflite_quantization import DEFAULT_INT8_IO, INT8_IO
 
 # Rows of the parity table: the formats, plus the served-vs-local row at original
 # image sizes.
@@ -55,6 +55,15 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    _add_model_arguments(parser)
+    _add_output_arguments(parser)
+    _add_tflite_arguments(parser)
+    _add_parity_arguments(parser)
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
         "--model", help="a trained segmenter: preset directory, hub handle or .keras file"
@@ -62,6 +71,14 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     source.add_argument(
         "--preset", help="a name from `deconvnet presets` (untrained weights)"
     )
+    parser.add_argument("--num-classes", type=int, help="with --preset: override num_classes")
+    parser.add_argument(
+        "--image-size",
+        help="HEIGHTxWIDTH (or one number) to export at; needed if the model takes any size",
+    )
+
+
+def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", type=Path, required=True, help="output directory (must not exist or be empty)"
     )
@@ -70,64 +87,65 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         default=",".join(FORMATS),
         help=f"comma-separated formats (default: all): {', '.join(FORMATS)}",
     )
-    parser.add_argument(
-        "--image-size",
-        help="HEIGHTxWIDTH (or one number) to export at; needed if the model takes any size",
-    )
-    parser.add_argument("--num-classes", type=int, help="with --preset: override num_classes")
     parser.add_argument("--name", default="deconvnet", help="model name (default: deconvnet)")
     parser.add_argument("--class-names", help="comma-separated class names, background first")
-    parser.add_argument(
+    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
+
+
+def _add_tflite_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("TFLite")
+    group.add_argument(
         "--representative-data",
         type=Path,
         help="int8 calibration images, a .npy of RGB 0-255 images (N, H, W, 3); "
         "default: synthetic images (a warning is printed)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--representative-samples",
         type=int,
         default=100,
         help="the most calibration images to use (default: 100)",
     )
-    parser.add_argument(
-        "--validation-data",
-        type=Path,
-        help="a .npz with `images` (N, H, W, 3) RGB 0-255 and optional `labels` (N, H, W) "
-        "for the parity check; default: 4 synthetic images",
-    )
-    parser.add_argument(
-        "--original-images", nargs="+", type=Path,
-        help="image files of any size for the served-vs-local parity row "
-        "(saved_model_bytes: predict_image_bytes vs local whole-image inference); "
-        "default: 4 synthetic images of other sizes",
-    )
-    parser.add_argument(
+    group.add_argument(
         "--int8-io", choices=INT8_IO, default=DEFAULT_INT8_IO,
         help="input/output type of the int8 TFLite file: uint8 (raw pixels in, for "
         "MediaPipe and NPUs), int8 (pixel - 128; NPUs, not MediaPipe) or float "
         f"(QUANTIZE/DEQUANTIZE at the ends). Default: {DEFAULT_INT8_IO}",
     )
-    parser.add_argument(
+    group.add_argument(
         "--no-metadata", action="store_true",
         help="do not pack MediaPipe ImageSegmenter metadata and labels.txt into the "
         "TFLite files",
     )
-    parser.add_argument(
+    group.add_argument(
         "--isolate", choices=("auto", "on", "off"), default="auto",
         help="convert TFLite files in child processes (bounded memory); auto: for "
         "models over 256 MB of weights (default: auto)",
     )
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default: 17)")
-    parser.add_argument(
+
+
+def _add_parity_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("parity check")
+    group.add_argument(
+        "--validation-data",
+        type=Path,
+        help="a .npz with `images` (N, H, W, 3) RGB 0-255 and optional `labels` (N, H, W) "
+        "for the parity check; default: 4 synthetic images",
+    )
+    group.add_argument(
+        "--original-images", nargs="+", type=Path,
+        help="image files of any size for the served-vs-local parity row "
+        "(saved_model_bytes: predict_image_bytes vs local whole-image inference); "
+        "default: 4 synthetic images of other sizes",
+    )
+    group.add_argument(
         "--thresholds",
         help="minimum label agreement with Keras in %%, e.g. tflite_int8=85,onnx=99.9 "
         "(also saved_model_bytes; defaults: keras_deconvnet.export.DEFAULT_THRESHOLDS)",
     )
-    parser.add_argument(
+    group.add_argument(
         "--runs", type=int, default=5, help="timed runs per format for latency (default: 5)"
     )
-    parser.set_defaults(func=run)
-    return parser
 
 
 def parse_image_size(text: str | None) -> tuple[int, int] | None:
@@ -167,70 +185,90 @@ def parse_thresholds(text: str | None) -> dict[str, float]:
     return thresholds
 
 
-def run(args) -> int:
+def _validation_data(path: Path | None):
+    """`(images, labels)` of `--validation-data` (`(None, None)` without it)."""
     import numpy as np
 
-    from keras_deconvnet.export import ParityError, export_all, validate_formats
+    if path is None:
+        return None, None
+    with np.load(path) as data:
+        if "images" not in data:
+            raise CommandError(
+                f"--validation-data must hold an `images` array. "
+                f"Received keys: {sorted(data.keys())}"
+            )
+        return data["images"], data["labels"] if "labels" in data else None
 
-    formats = validate_formats(args.formats)
-    thresholds = parse_thresholds(args.thresholds)
-    image_size = parse_image_size(args.image_size)
+
+def _original_images(paths: list[Path] | None):
+    if not paths:
+        return None
+    from keras_deconvnet.inference import ImageReadError, load_image
+
+    try:
+        return [load_image(path) for path in paths]
+    except ImageReadError as e:
+        raise CommandError(f"--original-images: {e}") from e
+
+
+def _preset_thresholds(thresholds: dict[str, float]) -> dict[str, float]:
+    """Untrained weights give near-uniform class scores: labels flip on rounding
+    noise, so float formats are held to 95% and quantized ones not at all."""
+    print(
+        "note: --preset gives untrained weights (near-tied scores); the parity "
+        f"check holds {', '.join(FLOAT_FORMATS)} to {PRESET_FLOAT_THRESHOLD}% label "
+        "agreement and the quantized formats to none."
+    )
+    defaults = {
+        fmt: PRESET_FLOAT_THRESHOLD if fmt in FLOAT_FORMATS else 0.0 for fmt in PARITY_ROWS
+    }
+    return {**defaults, **thresholds}
+
+
+def export_config(args):
+    """The `ExportConfig` of parsed arguments (without the preset thresholds)."""
+    from keras_deconvnet.export import ExportConfig
+
+    class_names = (
+        [n.strip() for n in args.class_names.split(",")] if args.class_names else None
+    )
+    return ExportConfig(
+        formats=args.formats,
+        name=args.name,
+        image_shape=parse_image_size(args.image_size),
+        class_names=class_names,
+        representative_samples=args.representative_samples,
+        int8_io=args.int8_io,
+        isolate={"auto": None, "on": True, "off": False}[args.isolate],
+        metadata=not args.no_metadata,
+        opset=args.opset,
+        thresholds=parse_thresholds(args.thresholds),
+        latency_runs=args.runs,
+    )
+
+
+def run(args) -> int:
+    import dataclasses
+
+    import numpy as np
+
+    from keras_deconvnet.export import ParityError, export_all
+
+    config = export_config(args)
     if args.out.exists() and (args.out.is_file() or any(args.out.iterdir())):
         raise CommandError(f"--out exists and is not empty: {args.out}")
     representative = None
     if args.representative_data is not None:
         representative = np.load(args.representative_data)
-    images = labels = None
-    if args.validation_data is not None:
-        with np.load(args.validation_data) as data:
-            if "images" not in data:
-                raise CommandError(
-                    f"--validation-data must hold an `images` array. "
-                    f"Received keys: {sorted(data.keys())}"
-                )
-            images = data["images"]
-            labels = data["labels"] if "labels" in data else None
-    originals = None
-    if args.original_images:
-        from keras_deconvnet.inference import ImageReadError, load_image
-
-        try:
-            originals = [load_image(path) for path in args.original_images]
-        except ImageReadError as e:
-            raise CommandError(f"--original-images: {e}") from e
+    images, labels = _validation_data(args.validation_data)
+    originals = _original_images(args.original_images)
     model = load_model(args)
     if args.preset:
-        # Untrained weights give near-uniform class scores: labels flip on rounding
-        # noise, so float formats are held to 95% and quantized ones not at all.
-        print(
-            "note: --preset gives untrained weights (near-tied scores); the parity "
-            f"check holds {', '.join(FLOAT_FORMATS)} to {PRESET_FLOAT_THRESHOLD}% label "
-            "agreement and the quantized formats to none."
-        )
-        for fmt in PARITY_ROWS:
-            thresholds.setdefault(fmt, PRESET_FLOAT_THRESHOLD if fmt in FLOAT_FORMATS else 0.0)
-    class_names = (
-        [n.strip() for n in args.class_names.split(",")] if args.class_names else None
-    )
+        config = dataclasses.replace(config, thresholds=_preset_thresholds(config.thresholds))
     try:
         result = export_all(
-            model,
-            args.out,
-            formats=formats,
-            image_shape=image_size,
-            name=args.name,
-            class_names=class_names,
-            representative_data=representative,
-            representative_samples=args.representative_samples,
-            opset=args.opset,
-            parity_images=images,
-            parity_labels=labels,
-            thresholds=thresholds,
-            latency_runs=args.runs,
-            int8_io=args.int8_io,
-            metadata=not args.no_metadata,
-            original_images=originals,
-            isolate={"auto": None, "on": True, "off": False}[args.isolate],
+            model, args.out, config, representative_data=representative,
+            parity_images=images, parity_labels=labels, original_images=originals,
         )
     except ParityError as e:
         print(e.report.table)

@@ -132,8 +132,10 @@ def _export(model, export_dir: Path, examples: list, quick, formats: list):
     import tensorflow as tf
 
     from keras_deconvnet.data import SYNTHETIC_INFO
-    from keras_deconvnet.export import export_all
+    from keras_deconvnet.export import ExportConfig, export_all
 
+    config = ExportConfig(formats=formats, name="deconvnet",
+                          class_names=SYNTHETIC_INFO.class_names)
     if export_dir.exists():
         shutil.rmtree(export_dir)  # quickstart's own artefacts from an earlier run
     images = np.stack([e["image"] for e in examples]).astype("float32")
@@ -142,8 +144,7 @@ def _export(model, export_dir: Path, examples: list, quick, formats: list):
     resized = tf.image.resize(images, crop).numpy()
     resized_labels = tf.image.resize(labels[..., None], crop, "nearest").numpy()[..., 0]
     exported = export_all(
-        model, export_dir, formats=formats, name="deconvnet",
-        class_names=SYNTHETIC_INFO.class_names, representative_data=resized,
+        model, export_dir, config, representative_data=resized,
         parity_images=resized[:8], parity_labels=resized_labels[:8],
         original_images=list(images[:12].astype("uint8")),
     )

@@ -7,7 +7,7 @@ from PIL import Image
 
 from keras_deconvnet.cli import CommandError
 from keras_deconvnet.cli import export as export_command
-from keras_deconvnet.export.tflite_metadata import read_metadata
+from keras_deconvnet.export import read_metadata
 
 
 def _run(argv):

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from model_fixtures import calibrate, tiny_deconvnet
 
-from keras_deconvnet.export import export_all, synthetic_images
+from keras_deconvnet.export import ExportConfig, export_all, synthetic_images
 
 IMAGE_SIZE = (64, 64)
 NUM_CLASSES = 4
@@ -51,9 +51,11 @@ def exported(trained, tmp_path_factory):
     out = tmp_path_factory.mktemp("exports") / "out"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        config = ExportConfig(
+            class_names=["background", "red", "green", "blue"], representative_samples=32
+        )
         return export_all(
-            model, out, class_names=["background", "red", "green", "blue"],
-            representative_data=images, representative_samples=32,
+            model, out, config, representative_data=images,
             parity_images=validation, parity_labels=labels,
         )
 

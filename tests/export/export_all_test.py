@@ -7,6 +7,8 @@ import pytest
 from keras_deconvnet.export import (
     DEFAULT_THRESHOLDS,
     FORMATS,
+    ExportConfig,
+    ParityConfig,
     ParityError,
     check_parity,
     confusion_matrix,
@@ -14,7 +16,7 @@ from keras_deconvnet.export import (
     format_table,
     mean_iou,
 )
-from keras_deconvnet.export.tflite import model_bytes
+from keras_deconvnet.export.tflite_conversion import model_bytes
 
 
 def _siblings(path):
@@ -73,8 +75,9 @@ def test_parity_fails_loudly_and_export_all_leaves_nothing(trained, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(ParityError, match="tflite_float32") as info:
         export_all(
-            model, out, formats=["tflite_float32"], parity_images=images,
-            thresholds={"tflite_float32": 100.1},
+            model, out,
+            ExportConfig(formats=["tflite_float32"], thresholds={"tflite_float32": 100.1}),
+            parity_images=images,
         )
     assert "agree %" in str(info.value)  # the table is in the message
     assert not info.value.report.rows[1]["passed"]
@@ -83,34 +86,79 @@ def test_parity_fails_loudly_and_export_all_leaves_nothing(trained, tmp_path):
 
 def test_check_parity_without_raising_and_ground_truth(trained, exported):
     model, _, images, labels = trained
-    report = check_parity(
-        model, {"onnx": exported.paths["onnx"]}, images, labels,
+    config = ParityConfig(
         thresholds={"onnx": 100.1}, runs=1, raise_on_failure=False,
         miou_fn=lambda y_true, y_pred, n: 42.0,
     )
+    report = check_parity(model, {"onnx": exported.paths["onnx"]}, images, labels, config)
     assert [row["format"] for row in report.rows] == ["keras", "onnx"]
     assert report.rows[1]["miou_vs_labels"] == 42.0 and not report.rows[1]["passed"]
     assert "NO" in format_table(report.rows)
 
 
 @pytest.mark.parametrize(
-    "kwargs, error, match",
+    "config, data, match",
     [
-        ({"formats": ["tflite_int4"]}, ValueError, "`formats` must be a non-empty list"),
-        ({"formats": []}, ValueError, "`formats` must be a non-empty list"),
-        (
-            {"formats": ["tflite_int8"], "representative_data": np.zeros((4, 32, 32, 3))},
-            ValueError, r"shape \(N, 64, 64, 3\)",
-        ),
-        ({"image_shape": (32, 48)}, ValueError, "fixed input size"),
-        ({"class_names": ["a"]}, ValueError, "one name per class"),
+        ({"formats": ["tflite_int8"]}, {"representative_data": np.zeros((4, 32, 32, 3))},
+         r"shape \(N, 64, 64, 3\)"),
+        ({"image_shape": (32, 48)}, {}, "fixed input size"),
+        ({"class_names": ["a"]}, {}, "one name per class"),
     ],
 )
-def test_bad_arguments_leave_nothing(make_model, tmp_path, kwargs, error, match):
+def test_bad_arguments_leave_nothing(make_model, tmp_path, config, data, match):
     out = tmp_path / "out"
-    with pytest.raises(error, match=match):
-        export_all(make_model(), out, **kwargs)
+    with pytest.raises(ValueError, match=match):
+        export_all(make_model(), out, ExportConfig(**config), **data)
     assert _siblings(out) == []
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"formats": ["tflite_int4"]}, "`formats` must be a non-empty list"),
+        ({"formats": []}, "`formats` must be a non-empty list"),
+        ({"formats": "onnx", "opset": 12}, "`opset` must be an int from 13 to 18"),
+        ({"name": "a/b"}, "`name` must be"),
+        ({"int8_io": "int4"}, "`int8_io` must be one of"),
+        ({"representative_samples": 0}, "`representative_samples` must be a positive int"),
+        ({"isolate": "yes"}, "`isolate` must be True, False or None"),
+        ({"class_names": "abc"}, "`class_names` must be a sequence of names"),
+        ({"latency_runs": 0}, "`latency_runs` must be a positive int"),
+        ({"thresholds": {"onnx": "high"}}, "Thresholds must be numbers"),
+    ],
+)
+def test_export_config_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ExportConfig(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"runs": 0}, "`runs` must be an int >= 1"),
+        ({"warmup": -1}, "`warmup` must be an int >= 0"),
+        ({"thresholds": [("onnx", 99.0)]}, "`thresholds` must map format names"),
+        ({"miou_fn": 42}, "`miou_fn` must be callable"),
+    ],
+)
+def test_parity_config_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ParityConfig(**kwargs)
+
+
+def test_export_config_defaults_and_derived_configs():
+    config = ExportConfig(formats="tflite_int8, onnx,onnx", class_names=("a", "b"),
+                          int8_io="float", latency_runs=2, thresholds={"onnx": 99.0})
+    assert config.formats == ("tflite_int8", "onnx") and config.class_names == ["a", "b"]
+    tflite = config.tflite_config((64, 64))
+    assert tflite.image_shape == (64, 64) and tflite.int8_io == "float"
+    assert tflite.class_names == ["a", "b"] and tflite.metadata
+    parity = config.parity_config()
+    assert parity.runs == 2 and parity.threshold("onnx") == 99.0
+    assert parity.threshold("tflite_int8") == DEFAULT_THRESHOLDS["tflite_int8"]
+    assert ExportConfig().formats == FORMATS
+    # The opset is only checked when an ONNX file is written.
+    assert ExportConfig(formats=["saved_model"], opset=12).opset == 12
 
 
 def test_existing_output_dir_is_not_touched(make_model, tmp_path):
@@ -118,7 +166,7 @@ def test_existing_output_dir_is_not_touched(make_model, tmp_path):
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     with pytest.raises(FileExistsError, match="not empty"):
-        export_all(make_model(), out, formats=["onnx"])
+        export_all(make_model(), out, ExportConfig(formats=["onnx"]))
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
     assert _siblings(out) == ["out"]
 
@@ -137,7 +185,7 @@ def test_existing_output_dir_is_not_touched(make_model, tmp_path):
 )
 def test_not_a_segmentation_model(tmp_path, build, match):
     with pytest.raises(ValueError, match=match):
-        export_all(build(), tmp_path / "out", formats=["onnx"])
+        export_all(build(), tmp_path / "out", ExportConfig(formats=["onnx"]))
     assert not (tmp_path / "out").exists()
 
 
@@ -147,8 +195,8 @@ def test_plain_keras_segmentation_model_with_softmax(tmp_path):
         keras.Input((16, 16, 3)), keras.layers.Conv2D(3, 3, padding="same"),
         keras.layers.Conv2D(3, 1, activation="softmax"),
     ])
-    result = export_all(model, tmp_path / "out", formats=["tflite_float32", "onnx"],
-                        latency_runs=1)
+    config = ExportConfig(formats=["tflite_float32", "onnx"], latency_runs=1)
+    result = export_all(model, tmp_path / "out", config)
     assert [row["label_agreement"] for row in result.report.rows] == [100.0] * 3
     assert result.report.rows[1]["max_prob_diff"] < 1e-5
 

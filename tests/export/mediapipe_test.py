@@ -5,7 +5,7 @@ would load them, and its category mask equals the argmax of our own interpreter.
 import numpy as np
 import pytest
 
-from keras_deconvnet.export.parity import litert_runner
+from keras_deconvnet.export.runtimes import litert_runner
 
 vision = pytest.importorskip(
     "mediapipe.tasks.python.vision", reason="mediapipe has no wheel for this platform"

@@ -117,11 +117,11 @@ def test_served_labels_agree_with_local_inference(trained, exported):
     the images' own sizes (12 images, 128x128 and 211x157)."""
     from model_fixtures import smooth_images
 
-    from keras_deconvnet.export.parity import served_parity
+    from keras_deconvnet.export import ParityConfig, served_parity
 
     model = trained[0]
     images = [*smooth_images(6, (128, 128), seed=1), *smooth_images(6, (211, 157), seed=2)]
-    row = served_parity(model, exported.paths["saved_model"], images, runs=1)
+    row = served_parity(model, exported.paths["saved_model"], images, ParityConfig(runs=1))
     assert row["format"] == "saved_model_bytes" and row["passed"]
     assert row["label_agreement"] >= 99.9, row["label_agreement"]  # measured 100.0
     assert row["images"][-1] == [211, 157]

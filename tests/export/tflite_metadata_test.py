@@ -1,5 +1,5 @@
-"""Tests of `keras_deconvnet.export.tflite_metadata`: metadata MediaPipe's ImageSegmenter
-accepts, written without tflite-support.
+"""Tests of `keras_deconvnet.export.tflite_metadata` (and the modules it writes with):
+metadata MediaPipe's ImageSegmenter accepts, written without tflite-support.
 
 The models are a tiny plain Keras network (not the package's models), converted to
 float32, float16 and full-int8 TFLite files. Each file gets metadata, then: it still
@@ -20,7 +20,8 @@ import pytest
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
 
-from keras_deconvnet.export.tflite_metadata import (
+from keras_deconvnet.export import (
+    ImageSegmenterMetadata,
     add_image_segmenter_metadata,
     image_segmenter_issues,
     populate_metadata,
@@ -127,8 +128,9 @@ def _details(flatbuffer):
     ]
 
 
-def _with_metadata(flatbuffer, **overrides):
-    return add_image_segmenter_metadata(flatbuffer, labels=LABELS, **overrides)
+def _with_metadata(flatbuffer, check_mediapipe=True, **overrides):
+    metadata = ImageSegmenterMetadata(**{"labels": LABELS, **overrides})
+    return add_image_segmenter_metadata(flatbuffer, metadata, check_mediapipe=check_mediapipe)
 
 
 # --- The file still runs, unchanged ---------------------------------------------------
@@ -353,7 +355,7 @@ def test_labels_are_packed_as_an_uncompressed_zip(models, kind):
 
 def test_adding_metadata_again_replaces_it(models, image):
     once = _with_metadata(models["float32"], version="1")
-    twice = add_image_segmenter_metadata(once, labels=["a", "b", "c", "d"], version="2")
+    twice = _with_metadata(once, labels=["a", "b", "c", "d"], version="2")
     from tensorflow.lite.python import schema_py_generated as schema
 
     first = schema.ModelT.InitFromPackedBuf(bytearray(once), 0)
@@ -420,9 +422,8 @@ def test_image_segmenter_issues(models):
     ],
 )
 def test_invalid_arguments(models, overrides, message):
-    arguments = {"labels": LABELS, **overrides}
     with pytest.raises(ValueError, match=message):
-        add_image_segmenter_metadata(models["float32"], **arguments)
+        _with_metadata(models["float32"], **overrides)
 
 
 def test_models_mediapipe_cannot_use_are_refused_unless_asked(models):
@@ -449,7 +450,7 @@ def test_models_mediapipe_cannot_use_are_refused_unless_asked(models):
 
 def test_not_a_tflite_model():
     with pytest.raises(ValueError, match="TFL3"):
-        add_image_segmenter_metadata(b"\0" * 64, labels=LABELS)
+        _with_metadata(b"\0" * 64)
     with pytest.raises(ValueError, match="TFL3"):
         read_metadata(b"not a model at all")
 

@@ -12,23 +12,23 @@ import tensorflow as tf
 
 from keras_deconvnet.export import (
     TFLITE_GPU_OPS,
+    TFLiteConfig,
     check_gpu_ops,
+    conversion_saved_model,
     convert_to_tflite,
     export_onnx,
     export_tflite,
+    format_op_table,
+    image_segmenter_issues,
+    integer_op_fraction,
     model_interface,
+    op_counts,
+    read_metadata,
     synthetic_images,
     tflite_ops,
 )
-from keras_deconvnet.export.tflite import (
-    calibration_batches,
-    conversion_saved_model,
-    format_op_table,
-    integer_op_fraction,
-    op_counts,
-    representative_dataset,
-)
-from keras_deconvnet.export.tflite_metadata import image_segmenter_issues, read_metadata
+from keras_deconvnet.export.runtimes import litert_runner
+from keras_deconvnet.export.tflite_quantization import calibration_batches, representative_dataset
 
 TFLITE_FORMATS = ("tflite_float32", "tflite_float16", "tflite_dynamic", "tflite_int8")
 
@@ -119,7 +119,7 @@ def test_int8_io_options(trained, tmp_path, int8_io):
     from ai_edge_litert.interpreter import Interpreter
 
     model, calibration, images, _ = trained
-    path = export_tflite(model, tmp_path / "m.tflite", "int8", int8_io=int8_io,
+    path = export_tflite(model, tmp_path / "m.tflite", "int8", TFLiteConfig(int8_io=int8_io),
                          representative_data=calibration[:8])
     detail = Interpreter(model_path=str(path)).get_input_details()[0]
     metadata = read_metadata(path.read_bytes())
@@ -140,8 +140,6 @@ def test_int8_io_options(trained, tmp_path, int8_io):
 def test_int8_conversion_matches_the_tflite_converter(trained, tmp_path):
     """Our int8 steps (float conversion, then TensorFlow's calibrator and MLIR
     quantizer, one process each for big models) give what `TFLiteConverter` gives."""
-    from keras_deconvnet.export.parity import litert_runner
-
     model, calibration, images, _ = trained
     ours = convert_to_tflite(model, "int8", representative_data=calibration[:8])
     with conversion_saved_model(model) as directory:
@@ -167,7 +165,8 @@ def test_isolated_conversion_gives_the_same_file(make_model):
     model = make_model()
     calibration = synthetic_images(4, (64, 64), seed=1)
     in_process = convert_to_tflite(model, "int8", representative_data=calibration)
-    isolated = convert_to_tflite(model, "int8", representative_data=calibration, isolate=True)
+    isolated = convert_to_tflite(model, "int8", TFLiteConfig(isolate=True),
+                                 representative_data=calibration)
     assert isolated == in_process
 
 
@@ -215,7 +214,9 @@ def test_check_gpu_ops_rejects_arg_max():
 
 def test_tflite_bare_model_and_batch_size(make_model):
     model = make_model()
-    flatbuffer = convert_to_tflite(model, include_preprocessing=False, batch_size=2)
+    flatbuffer = convert_to_tflite(
+        model, config=TFLiteConfig(include_preprocessing=False, batch_size=2)
+    )
     ops = tflite_ops(flatbuffer)
     assert "SOFTMAX" not in ops and "STRIDED_SLICE" not in ops
     from ai_edge_litert.interpreter import Interpreter
@@ -242,22 +243,38 @@ def test_representative_data_callable_and_sample_count():
 
 
 @pytest.mark.parametrize(
-    "kwargs, error, match",
+    "quantization, config, data, match",
     [
-        ({"quantization": "int4"}, ValueError, "`quantization` must be one of"),
-        ({"quantization": "int8"}, ValueError, "needs `representative_data`"),
-        (
-            {"quantization": "int8", "representative_data": np.zeros((4, 32, 32, 3))},
-            ValueError, "must hold images of shape",
-        ),
-        ({"image_shape": (32, 32)}, ValueError, "fixed input size"),
+        ("int4", {}, None, "`quantization` must be one of"),
+        ("int8", {}, None, "needs `representative_data`"),
+        ("int8", {}, np.zeros((4, 32, 32, 3)), "must hold images of shape"),
+        ("int8", {"include_preprocessing": False}, np.zeros((4, 64, 64, 3)),
+         "need `include_preprocessing=True`"),
+        ("float32", {"image_shape": (32, 32)}, None, "fixed input size"),
     ],
 )
-def test_tflite_errors_write_nothing(make_model, tmp_path, kwargs, error, match):
+def test_tflite_errors_write_nothing(make_model, tmp_path, quantization, config, data, match):
     path = tmp_path / "out" / "model.tflite"
-    with pytest.raises(error, match=match):
-        export_tflite(make_model(), path, **kwargs)
+    with pytest.raises(ValueError, match=match):
+        export_tflite(make_model(), path, quantization, TFLiteConfig(**config),
+                      representative_data=data)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"batch_size": 0}, "`batch_size` must be a positive int"),
+        ({"batch_size": True}, "`batch_size` must be a positive int"),
+        ({"representative_samples": 0}, "`representative_samples` must be a positive int"),
+        ({"int8_io": "int16"}, "`int8_io` must be one of"),
+        ({"isolate": 1.0}, "`isolate` must be True, False or None"),
+        ({"class_names": "abc"}, "`class_names` must be a sequence of names"),
+    ],
+)
+def test_tflite_config_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        TFLiteConfig(**kwargs)
 
 
 def test_fully_convolutional_model_needs_image_shape(make_model, tmp_path):
