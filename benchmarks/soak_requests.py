@@ -20,6 +20,7 @@ many such near-ties); any other difference is a wrong answer.
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import json
 import socket
@@ -107,10 +108,11 @@ class Soak:
         self.nan_body = self._nan_body(self.floats[0])
         self.kinds = self._kinds()
         if grpc_target:
-            from keras_deconvnet.serving.client import GrpcClient
+            from keras_deconvnet.serving.client import GrpcClient, RetryPolicy
 
             self._grpc_local = threading.local()
-            self._GrpcClient = GrpcClient
+            self._grpc_client = functools.partial(
+                GrpcClient, grpc_target, name, timeout=120, retry=RetryPolicy(retries=0))
 
     # references: direct calls of the same SavedModel
     def _reference_bytes(self, encoded):
@@ -177,7 +179,7 @@ class Soak:
     def grpc(self):
         client = getattr(self._grpc_local, "client", None)
         if client is None:
-            client = self._GrpcClient(self.grpc_target, self.name, timeout=120, retries=0)
+            client = self._grpc_client()
             self._grpc_local.client = client
         return client
 

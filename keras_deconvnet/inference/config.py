@@ -11,13 +11,14 @@ from __future__ import annotations
 import dataclasses
 import numbers
 
+from keras_deconvnet.models.edeconvnet import ENSEMBLE_MODES  # the task's modes
+
 PAPER_CONTEXT = 1.2
 PAPER_TOP_N = 50
 FCN_INPUT_SIZE = 500
 
 SCORE_MODES = ("logits", "probabilities")
 AGGREGATIONS = ("max", "mean")
-ENSEMBLE_MODES = ("product", "mean")
 WHOLE_IMAGE_MODES = ("resize", "sliding")
 
 

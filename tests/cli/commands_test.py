@@ -18,7 +18,7 @@ def saved_models(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     tiny_deconvnet(NUM_CLASSES, class_names=SYNTHETIC_INFO.class_names).save_to_preset(
         root / "deconvnet")
-    tiny_fcn8s(NUM_CLASSES).save_to_preset(root / "fcn8s")
+    tiny_fcn8s(NUM_CLASSES, image_shape=(None, None, 3)).save_to_preset(root / "fcn8s")
     return root
 
 
