@@ -15,6 +15,7 @@ def pipeline_dataset(stage: int, crop_size: int, examples: int,
     """The stage-1 (object crops) or stage-2 (proposal crops) pipeline on synthetic data."""
     from keras_deconvnet.data import (
         SlidingWindowProposals,
+        Stage2CropConfig,
         stage1_crops,
         stage2_crops,
         synthetic_dataset,
@@ -25,8 +26,8 @@ def pipeline_dataset(stage: int, crop_size: int, examples: int,
     if stage == 1:
         crops = stage1_crops(source, crop_size, resize_size, seed=0)
     else:
-        crops = stage2_crops(source, SlidingWindowProposals(), max_per_image=8,
-                             crop_size=crop_size, resize_size=resize_size, seed=0)
+        crops = stage2_crops(source, SlidingWindowProposals(), Stage2CropConfig(
+            max_per_image=8, crop_size=crop_size, resize_size=resize_size, seed=0))
     return crops.batch(batch).prefetch(tf.data.AUTOTUNE)
 
 

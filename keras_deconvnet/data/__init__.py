@@ -32,7 +32,7 @@ Example:
 ((2, 64, 64, 3), 'int32')
 """
 
-from keras_deconvnet.data.crops import stage1_crops, stage2_crops
+from keras_deconvnet.data.crops import Stage2CropConfig, stage1_crops, stage2_crops
 from keras_deconvnet.data.example_format import (
     IGNORE_LABEL,
     DatasetInfo,
@@ -84,6 +84,7 @@ __all__ = [
     "pets_to_common",
     "stage1_crops",
     "stage2_crops",
+    "Stage2CropConfig",
     "synthetic_dataset",
     "synthetic_example",
     "voc_dataset",
