@@ -94,7 +94,16 @@ def build_dataset(args, split: str | None = None):
 
 
 def add_inference_args(parser: argparse.ArgumentParser) -> None:
-    """Proposal, aggregation and ensemble flags (defaults: the authors' inference)."""
+    """Proposal, aggregation and ensemble flags (defaults: `InferenceConfig`'s, the
+    authors' inference)."""
+    from keras_deconvnet.inference.config import (
+        AGGREGATIONS,
+        ENSEMBLE_MODES,
+        SCORE_MODES,
+        InferenceConfig,
+    )
+
+    defaults = InferenceConfig()
     group = parser.add_argument_group("inference (defaults: the authors' code)")
     group.add_argument("--proposals-dir",
                        help="precomputed proposals, one file per image id (EdgeBoxes' "
@@ -103,18 +112,20 @@ def add_inference_args(parser: argparse.ArgumentParser) -> None:
                        default="edgeboxes",
                        help="columns of the proposal files (edgeboxes: x y w h score, "
                        "1-based, as EdgeBoxes' MATLAB toolbox writes them)")
-    group.add_argument("--top-n", type=int, default=50,
-                       help="windows actually run per image, after the size filter (50)")
-    group.add_argument("--min-box-size", type=float, default=None,
+    group.add_argument("--top-n", type=int, default=defaults.top_n,
+                       help="windows actually run per image, after the size filter "
+                       f"({defaults.top_n})")
+    group.add_argument("--min-box-size", type=float, default=defaults.min_box_size,
                        help="skip windows with a shorter side under this many pixels "
                        "(default: half the network input, 112 at 224)")
-    group.add_argument("--context", type=float, default=1.2,
-                       help="proposal enlargement, as the training crops (1.2)")
-    group.add_argument("--score-mode", choices=("logits", "probabilities"), default="logits",
+    group.add_argument("--context", type=float, default=defaults.context,
+                       help=f"proposal enlargement, as the training crops ({defaults.context})")
+    group.add_argument("--score-mode", choices=SCORE_MODES, default=defaults.score_mode,
                        help="aggregate raw scores on a zero canvas (the authors') or "
                        "a softmax per window")
-    group.add_argument("--aggregation", choices=("max", "mean"), default="max")
-    group.add_argument("--ensemble-mode", choices=("product", "mean"), default="product",
+    group.add_argument("--aggregation", choices=AGGREGATIONS, default=defaults.aggregation)
+    group.add_argument("--ensemble-mode", choices=ENSEMBLE_MODES,
+                       default=defaults.ensemble_mode,
                        help="deconvnet * max(0, fcn) on raw scores (the authors' code) or "
                        "the mean of probabilities (the paper's text)")
 
@@ -122,7 +133,7 @@ def add_inference_args(parser: argparse.ArgumentParser) -> None:
 def inference_config_from_args(args):
     """An `InferenceConfig` from `add_inference_args` flags."""
     from keras_deconvnet.data import FileProposals
-    from keras_deconvnet.inference.methods import InferenceConfig
+    from keras_deconvnet.inference import InferenceConfig
 
     proposals = None
     if getattr(args, "proposals_dir", None):

@@ -240,7 +240,6 @@ def _check_replicas(config: TrainingConfig, strategy) -> None:
         )
 
 
-
 def _save_config(config: TrainingConfig, output_dir: str) -> None:
     config_path = os.path.join(output_dir, "config.json")
     if os.path.exists(config_path):
