@@ -77,12 +77,17 @@ def running_server(base: Path, log: Path, name: str | None = None, grpc: bool = 
     try:
         yield process, _wait_for_ports(process, stdout, log, timeout)
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
+
+
+def stop_process(process: subprocess.Popen, timeout: float = 15) -> None:
+    """Terminates a server subprocess; killed if it does not stop within `timeout` s."""
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _wait_for_ports(process: subprocess.Popen, stdout: Path, log: Path, timeout: float) -> dict:

@@ -128,6 +128,10 @@ def add_inference_args(parser: argparse.ArgumentParser) -> None:
                        default=defaults.ensemble_mode,
                        help="deconvnet * max(0, fcn) on raw scores (the authors' code) or "
                        "the mean of probabilities (the paper's text)")
+    group.add_argument("--fcn-input-size", type=int, default=defaults.fcn_input_size,
+                       help="the ensemble's FCN-8s sees the image zero-padded to this "
+                       f"square size (the authors' {defaults.fcn_input_size}, VOC's largest "
+                       "side)")
 
 
 def inference_config_from_args(args):
@@ -146,6 +150,7 @@ def inference_config_from_args(args):
             proposals=proposals, top_n=args.top_n, min_box_size=args.min_box_size,
             context=args.context, score_mode=args.score_mode,
             aggregation=args.aggregation, ensemble_mode=args.ensemble_mode,
+            fcn_input_size=args.fcn_input_size,
         )
     except ValueError as e:
         raise CommandError(str(e)) from None

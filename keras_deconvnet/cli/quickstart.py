@@ -15,6 +15,7 @@ from pathlib import Path
 
 from keras_deconvnet.atomic_io import write_json
 
+METHODS = ("whole", "proposals")  # evaluated and drawn
 EXPORT_FORMATS = ("saved_model", "tflite_float32", "tflite_float16", "tflite_int8", "onnx")
 
 
@@ -80,7 +81,7 @@ def run(args) -> int:
     model = result.model
 
     print(f"\n== 2/4 Evaluating on {quick.val_examples} validation images")
-    methods = ["whole", "proposals"]
+    methods = list(METHODS)  # (as a list for the table)
     evaluation = evaluate_methods(model, val.as_numpy_iterator(), info.num_classes,
                                   methods=methods, config=quick.inference_config(),
                                   total=quick.val_examples)
@@ -106,16 +107,7 @@ def run(args) -> int:
         "prediction_picture": picture,
         "tensorboard_logs": out / "train",
     }
-    summary = {
-        "preset": quick.preset,
-        "seed": quick.seed,
-        "train_seconds": round(result.train_seconds, 1),
-        "total_seconds": round(seconds, 1),
-        "validation_mean_iou": {m: evaluation[m]["mean_iou"] for m in methods},
-        "validation_pixel_accuracy": {m: evaluation[m]["pixel_accuracy"] for m in methods},
-        "parity": exported.report.rows if exported.report is not None else None,
-        "artefacts": {k: str(Path(v).resolve()) for k, v in artefacts.items()},
-    }
+    summary = _summary(quick, result, evaluation, exported, artefacts, seconds)
     summary_path = write_json(out / "summary.json", summary)
     print(f"\nDone in {seconds / 60:.1f} min. Validation mean IoU: "
           + ", ".join(f"{m} {100 * evaluation[m]['mean_iou']:.1f}%" for m in methods))
@@ -124,6 +116,20 @@ def run(args) -> int:
         print(f"  {name:<24} {path}")
     print(f"  {'summary':<24} {summary_path.resolve()}")
     return 0
+
+
+def _summary(quick, result, evaluation: dict, exported, artefacts: dict, seconds: float):
+    """What `summary.json` records: settings, times, scores, parity and artefacts."""
+    return {
+        "preset": quick.preset,
+        "seed": quick.seed,
+        "train_seconds": round(result.train_seconds, 1),
+        "total_seconds": round(seconds, 1),
+        "validation_mean_iou": {m: evaluation[m]["mean_iou"] for m in METHODS},
+        "validation_pixel_accuracy": {m: evaluation[m]["pixel_accuracy"] for m in METHODS},
+        "parity": exported.report.rows if exported.report is not None else None,
+        "artefacts": {k: str(Path(v).resolve()) for k, v in artefacts.items()},
+    }
 
 
 def _export(model, export_dir: Path, examples: list, quick, formats: list):
@@ -159,12 +165,11 @@ def _draw(model, shown: list, quick, path: Path) -> Path:
     from keras_deconvnet.data import SYNTHETIC_INFO
     from keras_deconvnet.inference.methods import segment_image
 
-    methods = ("whole", "proposals")
-    predictions = {m: [] for m in methods}
+    predictions = {m: [] for m in METHODS}
     for example in shown:
-        labels_by_method = segment_image(example["image"], model, methods,
+        labels_by_method = segment_image(example["image"], model, METHODS,
                                          quick.inference_config())
-        for m in methods:
+        for m in METHODS:
             predictions[m].append(labels_by_method[m])
     return visualize.save_comparison(
         [e["image"] for e in shown], [e["class_mask"] for e in shown],

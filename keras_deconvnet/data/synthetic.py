@@ -121,6 +121,29 @@ def _background(height, width, rng):
     return image
 
 
+def _draw_objects(image: np.ndarray, classes: np.ndarray, rng) -> np.ndarray:
+    """Paints one textured shape per class id onto `image` (float, in place), later ones
+    over earlier ones; returns the instance mask (1..N in drawing order, 0 elsewhere)."""
+    height, width = image.shape[:2]
+    instance_mask = np.zeros((height, width), np.int32)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    side = min(height, width)
+    for instance_id, class_id in enumerate(classes, 1):
+        radius = rng.uniform(0.1, 0.3) * side
+        cy = rng.uniform(0.15 * radius, height - 0.15 * radius)
+        cx = rng.uniform(0.15 * radius, width - 0.15 * radius)
+        angle = rng.uniform(0, 2 * np.pi)
+        dy, dx = yy - cy, xx - cx
+        u = np.cos(angle) * dx + np.sin(angle) * dy
+        v = -np.sin(angle) * dx + np.cos(angle) * dy
+        shape = _shape_mask(class_id, u, v, radius)
+        colour = _CLASS_COLOURS[class_id] * rng.uniform(0.8, 1.1) + rng.normal(0, 15, 3)
+        texture = _texture(class_id, u[shape], v[shape], radius, rng)
+        image[shape] = colour + texture[:, None]
+        instance_mask[shape] = instance_id
+    return instance_mask
+
+
 def synthetic_example(
     index: int,
     split: str = "train",
@@ -156,26 +179,9 @@ def synthetic_example(
     height, width = (int(s) for s in image_size)
     rng = np.random.default_rng([int(seed), _SPLITS[split], int(index)])
     image = _background(height, width, rng)
-    instance_mask = np.zeros((height, width), np.int32)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    side = min(height, width)
-
     num_objects = int(rng.integers(min(2, max_objects), max_objects + 1))
     classes = rng.integers(1, len(SYNTHETIC_CLASSES), num_objects)
-    for instance_id, class_id in enumerate(classes, 1):
-        radius = rng.uniform(0.1, 0.3) * side
-        cy = rng.uniform(0.15 * radius, height - 0.15 * radius)
-        cx = rng.uniform(0.15 * radius, width - 0.15 * radius)
-        angle = rng.uniform(0, 2 * np.pi)
-        dy, dx = yy - cy, xx - cx
-        u = np.cos(angle) * dx + np.sin(angle) * dy
-        v = -np.sin(angle) * dx + np.cos(angle) * dy
-        shape = _shape_mask(class_id, u, v, radius)
-        colour = _CLASS_COLOURS[class_id] * rng.uniform(0.8, 1.1) + rng.normal(0, 15, 3)
-        texture = _texture(class_id, u[shape], v[shape], radius, rng)
-        image[shape] = colour + texture[:, None]
-        instance_mask[shape] = instance_id
-
+    instance_mask = _draw_objects(image, classes, rng)
     image += rng.normal(0, 8, image.shape).astype(np.float32)
     image = np.clip(np.round(image), 0, 255).astype(np.uint8)
 

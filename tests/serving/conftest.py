@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from keras_deconvnet.benchmarks.server_process import stop_process
 from keras_deconvnet.export.saved_model import export_saved_model
 
 IMAGE_SIZE = 64
@@ -95,16 +96,6 @@ def http(method, url, body=None, headers=None, timeout=60):
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
-
-
-def stop_process(process: subprocess.Popen) -> None:
-    """Terminates a server subprocess (killed if it does not stop within 15 s)."""
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @pytest.fixture(scope="session")

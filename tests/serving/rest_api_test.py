@@ -182,17 +182,8 @@ def test_image_bytes_batches_are_cropped_back_to_each_request(export_base, util)
 
     spy = Spy()
     batcher = Batcher(spy, BatchingOptions(max_batch_size=2, batch_timeout_micros=5_000_000))
-    results = {}
-    threads = [
-        threading.Thread(target=lambda i=i: results.__setitem__(
-            i, batcher.submit({"image_bytes": np.array([encoded[i]], dtype=object)})))
-        for i in range(2)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    batcher.close()
+    results = _submit_concurrently(
+        batcher, [({"image_bytes": np.array([encoded[i]], dtype=object)},) for i in range(2)])
     assert spy.batches == [2]
     for i in range(2):
         np.testing.assert_array_equal(results[i]["image_sizes"], alone[i]["image_sizes"])
@@ -215,12 +206,13 @@ def test_batcher_refuses_more_rows_than_the_batch_size_and_queues_full_batches()
         batcher.close()
 
 
-def _run_two(batcher, extents):
+def _submit_concurrently(batcher, requests):
+    """`batcher.submit(*args)` for each of `requests` from its own thread; closes the
+    batcher; the results by index."""
     results = {}
     threads = [
-        threading.Thread(target=lambda i=i: results.__setitem__(i, batcher.submit(
-            {"x": np.full((1, 2), i, np.float32)}, extents[i])))
-        for i in range(2)
+        threading.Thread(target=lambda i=i: results.__setitem__(i, batcher.submit(*requests[i])))
+        for i in range(len(requests))
     ]
     for thread in threads:
         thread.start()
@@ -228,6 +220,11 @@ def _run_two(batcher, extents):
         thread.join(30)
     batcher.close()
     return results
+
+
+def _run_two(batcher, extents):
+    return _submit_concurrently(
+        batcher, [({"x": np.full((1, 2), i, np.float32)}, extents[i]) for i in range(2)])
 
 
 def test_batches_of_images_stay_within_the_request_pixel_budget():
