@@ -14,7 +14,10 @@ Every good answer's labels are compared with a direct call of the same SavedMode
 (`tf.saved_model.load`) on the same request. The server batches concurrent requests,
 and a batch of another size rounds floats differently, so a label may differ where the
 reference's two best classes are within `TIE` of each other (an untrained model has
-many such near-ties); any other difference is a wrong answer.
+many such near-ties); any other difference is a wrong answer. `predict_image_bytes`
+resizes the class scores bilinearly to each image's size before its argmax, so its
+near-ties are found on the resized scores (log-probabilities: the same ranking and
+margins as the logits), not on the model-size map.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from keras_deconvnet.benchmarks.server_process import smooth_image
 SERVER_MAX_REQUEST_BYTES = 4 * 1024 * 1024  # the soak's server runs with this limit
 STALLED = {"half_sent"}  # kinds that hold a connection idle: run beside the workers
 TIE = 1e-4  # probability margin under which two classes may swap between batch sizes
+LOG_TIE = 2e-3  # the same in log-probability (~1e-4 / p for p ~ 1 / num_classes)
 
 
 def ties(probabilities: np.ndarray) -> np.ndarray:
@@ -123,7 +127,7 @@ class Soak:
 
     def _ties_bytes(self, encoded):
         """Where the labels of `encoded` (as `predict_image_bytes` lays them out) are
-        near-ties: the graph's decode, resize, predict and nearest resize-back."""
+        near-ties: the graph's decode, resize, predict and bilinear resize-back."""
         import tensorflow as tf
 
         masks = []
@@ -131,9 +135,13 @@ class Soak:
             image = tf.io.decode_image(data, channels=3, expand_animations=False)
             size = tf.shape(image)[:2]
             pixels = tf.image.resize(tf.cast(image, tf.float32), (self.image_size,) * 2)
-            probs = self._float_fn(images=pixels[None])["probabilities"].numpy()[0]
-            tie = tf.constant(ties(probs)[..., None].astype(np.int32))
-            masks.append(tf.image.resize(tie, size, method="nearest")[..., 0].numpy() > 0)
+            probs = self._float_fn(images=pixels[None])["probabilities"][0]
+            # Raw scores are logits or probabilities (the export's activation): both
+            # resized as the signature resizes them, a near-tie in either counts.
+            logp = tf.image.resize(tf.math.log(tf.maximum(probs, 1e-30)), size).numpy()
+            top_log = np.sort(logp, axis=-1)
+            resized = tf.image.resize(probs, size).numpy()
+            masks.append((top_log[..., -1] - top_log[..., -2] < LOG_TIE) | ties(resized))
         height = max(m.shape[0] for m in masks)
         width = max(m.shape[1] for m in masks)
         return np.stack([np.pad(m, ((0, height - m.shape[0]), (0, width - m.shape[1])))
