@@ -115,6 +115,10 @@ def test_paper_configuration_exports_in_bounded_memory(tmp_path):
         sys.executable, "-m", "keras_deconvnet.cli", "export",
         "--model", str(preset), "--out", str(out), "--formats", FORMATS,
         "--representative-samples", "16", "--runs", "2",
+        # Random weights put the classes within a hair of each other at most pixels, so
+        # float16 and int8 labels agree with Keras only by chance (93% and 49% here);
+        # their agreement on a trained model is checked by the quickstart's export.
+        "--thresholds", "tflite_float16=0,tflite_int8=0",
     ]
     result = run_measured(command, PEAK_LIMIT_BYTES, timeout=3600)
     print(f"\npeak resident memory of the export's process tree: "
