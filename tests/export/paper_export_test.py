@@ -3,8 +3,9 @@ full-size synthetic `DeconvNet_trainval_inference.caffemodel` by `deconvnet conv
 exports to every deployment format on a 2-core, 24 GB machine with the whole process tree
 under 12 GB.
 
-Slow (about 15 minutes on 2 cores): `pytest -m slow tests/export/paper_export_test.py -s`
-prints the measured peak, which the README quotes.
+Slow (about 4 minutes on 2 cores): `pytest -m slow -n 0 -s tests/export/paper_export_test.py`
+prints the measured peaks, which the README quotes (`-n 0`: pytest-xdist workers do not
+show `-s` output).
 """
 
 import json
