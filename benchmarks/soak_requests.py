@@ -47,6 +47,20 @@ def ties(probabilities: np.ndarray) -> np.ndarray:
     return top[..., -1] - top[..., -2] < TIE
 
 
+def stack_padded(masks: list) -> np.ndarray:
+    """Per-image masks stacked as `predict_image_bytes` lays out a batch's labels
+    (padded to the largest height and width)."""
+    height = max(m.shape[0] for m in masks)
+    width = max(m.shape[1] for m in masks)
+    return np.stack([np.pad(m, ((0, height - m.shape[0]), (0, width - m.shape[1])))
+                     for m in masks])
+
+
+def describe(status: int, body) -> str:
+    """An answer in one line, for the soak's report."""
+    return f"{status} {str(body)[:160]}"
+
+
 def png(array_or_size, mode="RGB") -> bytes:
     from PIL import Image
 
@@ -92,11 +106,12 @@ class Soak:
         shapes = [(size, size), (100, 150), (333, 250), (64, 480), (375, 500), (17, 23)]
         self.pngs = [png(smooth_image(rng, h, w)) for h, w in shapes]
         self.png_refs = [self._reference_bytes([p]) for p in self.pngs]
-        self.png_ties = [self._ties_bytes([p]) for p in self.pngs]
-        self.trios = [[self.pngs[i], self.pngs[(i + 2) % 6], self.pngs[(i + 3) % 6]]
-                      for i in range(6)]
+        tie_masks = [self._tie_mask(p) for p in self.pngs]
+        self.png_ties = [stack_padded([m]) for m in tie_masks]
+        trio_indices = [(i, (i + 2) % 6, (i + 3) % 6) for i in range(6)]
+        self.trios = [[self.pngs[j] for j in trio] for trio in trio_indices]
         self.trio_refs = [self._reference_bytes(t) for t in self.trios]
-        self.trio_ties = [self._ties_bytes(t) for t in self.trios]
+        self.trio_ties = [stack_padded([tie_masks[j] for j in trio]) for trio in trio_indices]
         self.floats = [np.stack([smooth_image(rng, size, size) for _ in range(rows)])
                        .astype(np.float32) for rows in (1, 2, 1, 2)]
         outputs = [self._float_fn(images=tf.constant(f)) for f in self.floats]
@@ -125,27 +140,21 @@ class Soak:
         out = self._bytes_fn(image_bytes=tf.constant(encoded, dtype=tf.string))
         return out["labels"].numpy(), out["image_sizes"].numpy()
 
-    def _ties_bytes(self, encoded):
-        """Where the labels of `encoded` (as `predict_image_bytes` lays them out) are
+    def _tie_mask(self, data: bytes) -> np.ndarray:
+        """Where the labels `predict_image_bytes` gives the encoded image `data` are
         near-ties: the graph's decode, resize, predict and bilinear resize-back."""
         import tensorflow as tf
 
-        masks = []
-        for data in encoded:
-            image = tf.io.decode_image(data, channels=3, expand_animations=False)
-            size = tf.shape(image)[:2]
-            pixels = tf.image.resize(tf.cast(image, tf.float32), (self.image_size,) * 2)
-            probs = self._float_fn(images=pixels[None])["probabilities"][0]
-            # Raw scores are logits or probabilities (the export's activation): both
-            # resized as the signature resizes them, a near-tie in either counts.
-            logp = tf.image.resize(tf.math.log(tf.maximum(probs, 1e-30)), size).numpy()
-            top_log = np.sort(logp, axis=-1)
-            resized = tf.image.resize(probs, size).numpy()
-            masks.append((top_log[..., -1] - top_log[..., -2] < LOG_TIE) | ties(resized))
-        height = max(m.shape[0] for m in masks)
-        width = max(m.shape[1] for m in masks)
-        return np.stack([np.pad(m, ((0, height - m.shape[0]), (0, width - m.shape[1])))
-                         for m in masks])
+        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        size = tf.shape(image)[:2]
+        pixels = tf.image.resize(tf.cast(image, tf.float32), (self.image_size,) * 2)
+        probs = self._float_fn(images=pixels[None])["probabilities"][0]
+        # Raw scores are logits or probabilities (the export's activation): both
+        # resized as the signature resizes them, a near-tie in either counts.
+        logp = tf.image.resize(tf.math.log(tf.maximum(probs, 1e-30)), size).numpy()
+        top_log = np.sort(logp, axis=-1)
+        resized = tf.image.resize(probs, size).numpy()
+        return (top_log[..., -1] - top_log[..., -2] < LOG_TIE) | ties(resized)
 
     def agree(self, served, reference, tie_mask) -> tuple[bool, str]:
         """Same labels, except maybe at near-ties (counted in `tie_flips`)."""
@@ -240,13 +249,13 @@ class Soak:
     def expect(status, answer, fragment=""):
         got, body = answer
         ok = got == status and fragment in body.get("error", "")
-        return ok, f"{got} {str(body)[:160]}"
+        return ok, describe(got, body)
 
     def rest_png(self, rng):
         i = int(rng.integers(len(self.pngs)))
         status, body = self.post(self._bytes_body([self.pngs[i]]))
         if status != 200:
-            return False, f"{status} {str(body)[:160]}"
+            return False, describe(status, body)
         ref, _ = self.png_refs[i]
         return self.agree(body["outputs"]["labels"], ref, self.png_ties[i])
 
@@ -254,7 +263,7 @@ class Soak:
         i = int(rng.integers(len(self.trios)))
         status, body = self.post(self._bytes_body(self.trios[i]))
         if status != 200:
-            return False, f"{status} {str(body)[:160]}"
+            return False, describe(status, body)
         ref_labels, ref_sizes = self.trio_refs[i]
         if not np.array_equal(body["outputs"]["image_sizes"], ref_sizes):
             return False, "labels differ: image_sizes"
@@ -264,7 +273,7 @@ class Soak:
         i = int(rng.integers(len(self.floats)))
         status, body = self.post(self._float_body(self.floats[i]))
         if status != 200:
-            return False, f"{status} {str(body)[:160]}"
+            return False, describe(status, body)
         return self.agree(body["outputs"]["labels"], self.float_refs[i], self.float_ties[i])
 
     def grpc_png(self, rng):
