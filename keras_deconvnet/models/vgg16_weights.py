@@ -10,6 +10,7 @@ take RGB, so conv1_1's input channels are reversed on the way in.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import h5py
@@ -37,8 +38,9 @@ def resolve_weights_path(weights: str | os.PathLike) -> Path:
             f"No ImageNet VGG16 weights in {default_weights_dir()} (looked for {TOP_FILE} "
             f"and {NOTOP_FILE}). keras_deconvnet never downloads at run time: on a "
             "machine with internet run `keras.applications.VGG16(weights='imagenet', "
-            "include_top=False)` once, and copy the file from ~/.keras/models/ here, "
-            "or pass its path."
+            f"include_top=True)` once (it writes {TOP_FILE}, which also holds fc6/fc7; "
+            "the include_top=False file leaves them random), and copy the file from "
+            "~/.keras/models/ here, or pass its path."
         )
     path = Path(weights)
     if not path.is_file():
@@ -82,7 +84,8 @@ def load_vgg16_weights(
     model's fc6 is 7x7 with 4096 units, fc6 and fc7 are initialised from it,
     reshaped to 7x7 and 1x1 convolutions, as the paper did; an fc6 of another shape
     (FCN-8s's "same" geometry keeps 7x7, a smaller configuration does not) is left
-    as initialised. The decoder and class layers are left as initialised.
+    as initialised, with a warning (as when the file has no classifier). The decoder
+    and class layers are left as initialised (the paper trains them from scratch).
 
     Args:
         model: a segmenter or backbone whose encoder has VGG16's block structure.
@@ -117,6 +120,13 @@ def load_vgg16_weights(
         plan.append(("fc6", [kernel.reshape(7, 7, 512, kernel.shape[-1]), bias]))
         kernel, bias = source["fc2"]
         plan.append(("fc7", [kernel.reshape(1, 1, *kernel.shape), bias]))
+    random_fc = None  # why fc6/fc7 keep their initialisation, when they do
+    if load_fc and not any(name == "fc6" for name, _ in plan) and _has_layer(backbone,
+                                                                              "fc6"):
+        random_fc = (f"{path.name} has no classifier (fc1/fc2): use {TOP_FILE}, written "
+                     "by keras.applications.VGG16(weights='imagenet', include_top=True)"
+                     if "fc1" not in source else
+                     "the model's fc6 is not VGG16's 7x7x512 -> 4096")
 
     # Check every layer first so that a mismatch leaves the model untouched.
     targets = []
@@ -139,7 +149,18 @@ def load_vgg16_weights(
         targets.append((layer, arrays))
     for layer, arrays in targets:
         layer.set_weights(arrays)
+    if random_fc:
+        warnings.warn(f"fc6 and fc7 keep their random initialisation: {random_fc}.",
+                      stacklevel=2)
     return [layer.name for layer, _ in targets]
+
+
+def _has_layer(backbone, name: str) -> bool:
+    try:
+        backbone.get_layer(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _fc6_takes_vgg16(backbone) -> bool:

@@ -35,7 +35,8 @@ def test_encoder_gets_vgg16_weights(tmp_path):
     vgg = _write_vgg16_file(path)
     model = DeconvNet(**VGG_WIDTHS)
     decoder_before = model.backbone.get_layer("deconv3_1").get_weights()[0].copy()
-    loaded = load_vgg16_weights(model, path)
+    with pytest.warns(UserWarning, match="fc6 and fc7 keep their random initialisation"):
+        loaded = load_vgg16_weights(model, path)
     assert len(loaded) == 13 and loaded[0] == "block1_conv1"
     for name in ["block3_conv2", "block5_conv3"]:
         ours, theirs = model.backbone.get_layer(name), vgg.get_layer(name)
@@ -59,8 +60,12 @@ def test_imagenet_reads_the_keras_cache(tmp_path, monkeypatch):
 
 def test_missing_file_says_where_to_put_it(tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="never downloads"):
+    with pytest.raises(FileNotFoundError, match="never downloads") as error:
         load_vgg16_weights(DeconvNet(**VGG_WIDTHS), "imagenet")
+    # The hint names the file that holds fc6/fc7 (the paper initialises them too).
+    message = str(error.value)
+    assert "include_top=True" in message and "include_top=False)`" not in message
+    assert f"it writes {vgg16_weights.TOP_FILE}" in message
     with pytest.raises(FileNotFoundError, match="nope.h5"):
         load_vgg16_weights(DeconvNet(**VGG_WIDTHS), tmp_path / "nope.h5")
 
@@ -93,3 +98,23 @@ def test_top_file_initialises_fc6_and_fc7(tmp_path):
     fc1 = vgg.get_layer("fc1").get_weights()[0]
     fc6 = model.backbone.get_layer("fc6").get_weights()[0]
     np.testing.assert_array_equal(fc6.reshape(fc1.shape), fc1)
+
+
+def test_a_file_without_the_top_warns_that_fc6_and_fc7_stay_random(tmp_path):
+    path = tmp_path / vgg16_weights.NOTOP_FILE
+    _write_vgg16_file(path)
+    model = DeconvNet(**VGG_WIDTHS)
+    fc6_before = model.backbone.get_layer("fc6").get_weights()[0].copy()
+    with pytest.warns(UserWarning, match=f"no classifier.*{vgg16_weights.TOP_FILE}.*"
+                      "include_top=True"):
+        loaded = load_vgg16_weights(model, path)
+    assert "fc6" not in loaded and len(loaded) == 13
+    np.testing.assert_array_equal(model.backbone.get_layer("fc6").get_weights()[0],
+                                  fc6_before)
+
+
+def test_no_warning_when_fc6_and_fc7_are_not_asked_for(tmp_path, recwarn):
+    path = tmp_path / vgg16_weights.NOTOP_FILE
+    _write_vgg16_file(path)
+    load_vgg16_weights(DeconvNet(**VGG_WIDTHS), path, load_fc=False)
+    assert not [w for w in recwarn if "random initialisation" in str(w.message)]
