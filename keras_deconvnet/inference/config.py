@@ -20,6 +20,7 @@ FCN_INPUT_SIZE = 500
 SCORE_MODES = ("logits", "probabilities")
 AGGREGATIONS = ("max", "mean")
 WHOLE_IMAGE_MODES = ("resize", "sliding")
+RESAMPLINGS = ("matlab", "bilinear")
 
 
 def check_choice(name: str, value, choices: tuple[str, ...]) -> None:
@@ -52,6 +53,13 @@ class InferenceConfig:
         score_mode: `"logits"` (raw scores, max on a zero canvas: the authors') or
             `"probabilities"` (a softmax per window first).
         aggregation: `"max"` (the paper's) or `"mean"`.
+        resampling: how proposal crops are warped to the input and score maps
+            back to their windows: `"matlab"` (default: MATLAB's
+            `imresize(..., 'bilinear')`, antialiased when shrinking, as the
+            authors' `preprocess_image_bb.m`; see
+            `keras_deconvnet.inference.matlab_resize`) or `"bilinear"` (crops by
+            the training crops' plain bilinear sampler, score maps by TensorFlow's
+            resize: this package's earlier resampling).
         ensemble_mode: `"product"` (`deconvnet * max(0, fcn)` on raw scores, the
             authors' code) or `"mean"` (of the two softmax maps, the paper's text).
         fcn_input_size: the FCN-8s input the whole image is padded to (500).
@@ -82,6 +90,7 @@ class InferenceConfig:
     context: float = PAPER_CONTEXT
     score_mode: str = "logits"
     aggregation: str = "max"
+    resampling: str = "matlab"
     ensemble_mode: str = "product"
     fcn_input_size: int = FCN_INPUT_SIZE
     whole_image_mode: str = "resize"
@@ -92,6 +101,7 @@ class InferenceConfig:
     def __post_init__(self):
         check_choice("score_mode", self.score_mode, SCORE_MODES)
         check_choice("aggregation", self.aggregation, AGGREGATIONS)
+        check_choice("resampling", self.resampling, RESAMPLINGS)
         check_choice("ensemble_mode", self.ensemble_mode, ENSEMBLE_MODES)
         check_choice("whole_image_mode", self.whole_image_mode, WHOLE_IMAGE_MODES)
         if self.top_n is not None and not (_is_int(self.top_n) and self.top_n >= 1):

@@ -10,16 +10,21 @@ authors' release step for step:
 2. windows whose shorter side is under `min_box_size` are skipped (112 for the
    paper's 224 input: half the network input) and the first `top_n` (50) windows
    that pass are run; the threshold is applied before the cut, so 50 boxes really run;
-3. each window is warped to the network input (bilinear) by the crop geometry the
-   training crops use (`keras_deconvnet.data.crops.sample_windows`), then the
-   segmenter's preprocessor and the network give raw class scores (logits);
-4. each score map is resized bilinearly to its window and combined with a canvas by
-   the element-wise maximum; the canvas starts at 0, so negative scores never win
-   and pixels no window covers stay 0 (background after the argmax);
+3. each window is cut out of the zero-padded image and resized to the network
+   input as MATLAB's `imresize(crop, [224 224], 'bilinear')` does
+   (`preprocess_image_bb.m`): antialiased when shrinking
+   (`keras_deconvnet.inference.matlab_resize`); then the segmenter's preprocessor
+   and the network give raw class scores (logits);
+4. each score map is resized to its window the same way (`imresize(segImg,
+   [box_ht box_wd], 'bilinear')`) and combined with a canvas by the element-wise
+   maximum; the canvas starts at 0, so negative scores never win and pixels no
+   window covers stay 0 (background after the argmax);
 5. the softmax comes last, for the CRF (`keras_deconvnet.inference.dense_crf`).
 
 `score_mode="probabilities"` is this package's earlier behaviour (a softmax per
-window before aggregating); it is kept as an option, with `aggregation="mean"`.
+window before aggregating); it is kept as an option, with `aggregation="mean"` and
+`resampling="bilinear"` (crops by the training crops' bilinear sampler, with no
+low-pass filter, as the fork's data layers resize the *training* crops).
 """
 
 from __future__ import annotations
@@ -31,10 +36,12 @@ from keras_deconvnet.inference.config import (
     AGGREGATIONS,
     PAPER_CONTEXT,
     PAPER_TOP_N,
+    RESAMPLINGS,
     InferenceConfig,
     check_choice,
 )
 from keras_deconvnet.inference.images import to_rgb_uint8
+from keras_deconvnet.inference.matlab_resize import imresize_bilinear
 from keras_deconvnet.inference.scores import softmax
 
 
@@ -103,21 +110,63 @@ def proposal_windows(
     return windows if top_n is None else windows[:top_n]
 
 
-def crop_windows(image: np.ndarray, windows: np.ndarray, size: tuple[int, int]) -> tf.Tensor:
-    """Warps each window of `image` to `size` (bilinear, zeros outside the image).
+def crop_windows(
+    image: np.ndarray,
+    windows: np.ndarray,
+    size: tuple[int, int],
+    resampling: str = "bilinear",
+) -> tf.Tensor:
+    """Warps each window of `image` to `size` (zeros outside the image).
 
-    The training crops' geometry (`sample_windows` with no random offset or flip).
+    Args:
+        image: `(H, W, 3)` image.
+        windows: `(N, 4)` integer windows `[y0, x0, y1, x1]`, possibly past the image.
+        size: the square output `(S, S)`.
+        resampling: `"bilinear"` (default: the training crops' geometry,
+            `sample_windows` with no random offset or flip, no low-pass filter) or
+            `"matlab"` (the window cut out of the zero-padded image, then MATLAB's
+            `imresize(..., 'bilinear')`, antialiased when shrinking, as the
+            authors' `preprocess_image_bb.m`; `InferenceConfig`'s default).
+
+    Returns:
+        float32 `(N, S, S, 3)`.
+
+    Example:
+
+    >>> image = np.zeros((20, 20, 3), np.uint8)
+    >>> crop_windows(image, [[0, 0, 20, 20]], (8, 8), "matlab").shape
+    TensorShape([1, 8, 8, 3])
     """
     from keras_deconvnet.data.crops import sample_windows
 
+    check_choice("resampling", resampling, RESAMPLINGS)
     if size[0] != size[1]:
         raise ValueError(f"Windows are warped to square inputs. Received: size={size}")
+    if resampling == "matlab":
+        return tf.constant(_matlab_crops(np.asarray(image), windows, size))
     count = len(windows)
     images, _, _ = sample_windows(
         image, None, tf.constant(np.asarray(windows, np.float32)), size[0], size[0],
         tf.zeros([count, 2], tf.int32), tf.zeros([count], tf.bool),
     )
     return images
+
+
+def _matlab_crops(image: np.ndarray, windows, size) -> np.ndarray:
+    """`preprocess_image_bb.m`'s crop and `imresize` of each window, zeros outside."""
+    windows = np.asarray(windows, np.int64).reshape(-1, 4)
+    height, width = image.shape[:2]
+    image = image.reshape(height, width, -1)
+    crops = np.zeros((len(windows), size[0], size[1], image.shape[-1]), np.float32)
+    for index, (y0, x0, y1, x1) in enumerate(windows):
+        crop = np.zeros((y1 - y0, x1 - x0, image.shape[-1]), np.float64)
+        top, left = max(y0, 0), max(x0, 0)
+        bottom, right = min(y1, height), min(x1, width)
+        if bottom > top and right > left:
+            crop[top - y0 : bottom - y0, left - x0 : right - x0] = image[top:bottom,
+                                                                         left:right]
+        crops[index] = imresize_bilinear(crop, size)
+    return crops
 
 
 def predict_windows(model, crops, batch_size: int = 16) -> np.ndarray:
@@ -140,6 +189,7 @@ def aggregate_proposals(
     windows: np.ndarray,
     image_size: tuple[int, int],
     aggregation: str = "max",
+    resampling: str = "bilinear",
 ) -> np.ndarray:
     """Resizes each window's score map to the window and aggregates them pixel-wise.
 
@@ -149,6 +199,9 @@ def aggregate_proposals(
         image_size: `(height, width)` of the canvas (the image).
         aggregation: `"max"` with a canvas starting at 0 (the authors'), or
             `"mean"` over the windows covering each pixel.
+        resampling: `"bilinear"` (default: TensorFlow's bilinear resize,
+            antialiased when shrinking) or `"matlab"` (MATLAB's `imresize`, the
+            authors'; they differ at the borders of shrunk maps).
 
     Returns:
         `(height, width, C)` float32; pixels no window covers are 0.
@@ -160,6 +213,7 @@ def aggregate_proposals(
     [[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 0.0]]
     """
     check_choice("aggregation", aggregation, AGGREGATIONS)
+    check_choice("resampling", resampling, RESAMPLINGS)
     score_maps = np.asarray(score_maps, np.float32)
     windows = np.asarray(windows, np.int64).reshape(-1, 4)
     if score_maps.ndim != 4 or len(score_maps) != len(windows):
@@ -177,7 +231,9 @@ def aggregate_proposals(
         if bottom <= top or right <= left:
             continue
         win_h, win_w = y1 - y0, x1 - x0
-        if score_map.shape[:2] != (win_h, win_w):
+        if score_map.shape[:2] != (win_h, win_w) and resampling == "matlab":
+            score_map = imresize_bilinear(score_map, (win_h, win_w)).astype(np.float32)
+        elif score_map.shape[:2] != (win_h, win_w):
             shrink = bool(win_h < score_map.shape[0] or win_w < score_map.shape[1])
             # MATLAB's imresize (the authors') antialiases when it shrinks.
             score_map = tf.image.resize(score_map, (win_h, win_w), "bilinear",
@@ -217,7 +273,9 @@ def predict_proposals(
             input, the authors' 112 at 224), `context` (1.2, as training),
             `score_mode` (`"logits"`: raw scores max-aggregated on a zero canvas,
             the authors'; `"probabilities"`: a softmax per window first),
-            `aggregation` (`"max"` or `"mean"`), `batch_size` and `input_size`
+            `aggregation` (`"max"` or `"mean"`), `resampling` (`"matlab"`: the
+            crops and score maps resized as MATLAB's `imresize`, the authors';
+            `"bilinear"`), `batch_size` and `input_size`
             (defaults to the model's, or its converter's) apply. `None` is the
             authors' inference.
         image_id: passed to proposal generators that read files.
@@ -251,10 +309,12 @@ def predict_proposals(
     num_classes = model.output_shape[-1]
     if len(windows) == 0:
         return np.zeros((height, width, num_classes), np.float32)
-    scores = predict_windows(model, crop_windows(image, windows, size), config.batch_size)
+    crops = crop_windows(image, windows, size, config.resampling)
+    scores = predict_windows(model, crops, config.batch_size)
     if config.score_mode == "probabilities" and getattr(model, "activation", None) != "softmax":
         scores = softmax(scores)
-    return aggregate_proposals(scores, windows, (height, width), config.aggregation)
+    return aggregate_proposals(scores, windows, (height, width), config.aggregation,
+                               config.resampling)
 
 
 def _proposal_boxes(image: np.ndarray, proposals, image_id: str | None) -> np.ndarray:

@@ -103,9 +103,15 @@ class TrainingConfig:
         batch_size: batch size used to batch *unbatched* datasets (batched ones
             are used as they are); the global batch, split across replicas.
             Defaults to `8`, the original per-step batch.
-        gradient_accumulation_steps: batches averaged per update (Caffe's
+        gradient_accumulation_steps: batches combined per update (Caffe's
             `iter_size`). Defaults to `8` (8 x 8 = 64 per update, the original).
             `None` or `1` updates every batch.
+        accumulation_mode: `"caffe"` (default: the fork's solver arithmetic, see
+            `CaffeSGD`: the decay added to the *summed* gradients, the whole
+            scaled by `lr / gradient_accumulation_steps`, and BatchNorm's scale
+            and shift from the last batch of each group only) or `"mean"` (the
+            mean gradient plus the decay at the full rate: this package's earlier
+            behaviour). The same for 1 batch per update.
         momentum: SGD momentum. Defaults to `0.9`.
         weight_decay: Defaults to `0.0005`.
         weight_decay_mode: `"coupled"` (default; L2 through the momentum, as
@@ -133,7 +139,9 @@ class TrainingConfig:
         batchnorm_batch_size: their size; the training data is re-batched to it.
             Defaults to `28` (the script's prototxt); `None` keeps the training batch.
         batchnorm_unbiased: the `m / (m - 1)` variance correction (see
-            `keras_deconvnet.training.batchnorm`). Defaults to `True`.
+            `keras_deconvnet.training.batchnorm`). Defaults to `False`, as the
+            released model: the authors' Python 2 script computes `m / (m - 1)`
+            with integer `m`, an integer division that equals 1.
         class_balancing: `None` (default, the original) or `"median_frequency"`:
             class weights computed from each stage's first `class_balancing_batches`
             batches.
@@ -164,6 +172,7 @@ class TrainingConfig:
     stage2: StageConfig = dataclasses.field(default_factory=lambda: default_stage("stage2"))
     batch_size: int = 8
     gradient_accumulation_steps: int | None = 8
+    accumulation_mode: str = "caffe"
     momentum: float = 0.9
     weight_decay: float = 5e-4
     weight_decay_mode: str = "coupled"
@@ -179,7 +188,7 @@ class TrainingConfig:
     recompute_batchnorm: bool = True
     batchnorm_batches: int = 501
     batchnorm_batch_size: int | None = 28
-    batchnorm_unbiased: bool = True
+    batchnorm_unbiased: bool = False
     class_balancing: str | None = None
     class_weights: list[float] | None = None
     class_balancing_batches: int = 100
@@ -209,6 +218,7 @@ class TrainingConfig:
         self.stage2.validate("stage2")
         _check_choice(self.lr_schedule, LR_SCHEDULES, "lr_schedule")
         _check_choice(self.weight_decay_mode, ("coupled", "decoupled"), "weight_decay_mode")
+        _check_choice(self.accumulation_mode, ("caffe", "mean"), "accumulation_mode")
         _check_choice(self.stage2_init, ("last", "best"), "stage2_init")
         _check_choice(self.class_balancing, CLASS_BALANCING, "class_balancing")
         _check_choice(self.engine, ENGINES, "engine")

@@ -20,6 +20,24 @@ less in the steady state, so the paper's 0.0005 would not mean the same thing.
 the gradient already summed over replicas, so it is applied once per update whatever
 the distribution strategy.
 
+How the fork combines `iter_size` batches (HyeonwooNoh/caffe, `src/caffe/solver.cpp`
+and `src/caffe/layers/bn_layer.cpp`/`.cu`), which `accumulation_mode="caffe"` (the
+default) reproduces:
+
+- `Solver::Step` zeroes every parameter's gradient, then runs `iter_size`
+  forward-backward passes; convolutions add their gradients, so the diff holds the
+  *sum* of the batches' gradients;
+- the BN layer writes its scale and shift gradients with `beta = 0` (overwriting):
+  only the *last* batch of each group counts for them;
+- `SGDSolver::ComputeUpdateValue` adds `weight_decay * decay_mult * w` to that diff
+  and scales the result by `rate * blobs_lr / iter_size`. Relative to the mean
+  gradient the decay is `weight_decay / iter_size` (6.25e-5 for 5e-4 and 8), and the
+  BN parameters move by `lr / iter_size` times one batch's gradient.
+
+`accumulation_mode="mean"` keeps the averaged form (the mean gradient of the group,
+plus `weight_decay * w`, at the full rate for every variable), this package's
+earlier behaviour.
+
 Gradient accumulation (Caffe's `iter_size`) is done by `CaffeSGD` itself rather than
 by Keras's `gradient_accumulation_steps`: Keras wraps the update in a `cond`, and a
 `cond` around the cross-replica all-reduce fails under `MirroredStrategy` and
@@ -41,7 +59,11 @@ from keras_deconvnet.training.config import StageConfig, TrainingConfig
 # A Conv2D / Conv2DTranspose / Dense bias ("deconv5_1/bias"); BatchNorm's shift is
 # "..._bn/beta" and keeps the defaults, as in the original prototxts.
 BIAS_PATTERN = r"(^|/)bias$"
+# BatchNormalization's scale and shift ("conv1_1_bn/gamma", ".../beta"): the fork's BN
+# layer overwrites their gradients, so only the last batch of a group counts.
+BATCHNORM_PATTERN = r"(^|/)(gamma|beta)$"
 WEIGHT_DECAY_MODES = ("coupled", "decoupled")
+ACCUMULATION_MODES = ("caffe", "mean")
 
 
 def _check_number(value, name: str, minimum: float = 0.0) -> float:
@@ -54,12 +76,17 @@ def _check_number(value, name: str, minimum: float = 0.0) -> float:
 class CaffeSGD(keras.optimizers.SGD):
     """SGD with momentum, Caffe's weight decay, `iter_size` and per-parameter multipliers.
 
-    The update is Caffe's: the gradients of `gradient_accumulation_steps` batches
-    are averaged, then for each variable with learning-rate multiplier `a` and
-    decay multiplier `d` (from `param_multipliers`, default `(1, 1)`):
-    `v = momentum * v + lr * a * (g + d * weight_decay * w)`, `w = w - v`
-    (`"coupled"` decay), or `w = w - lr * a * d * weight_decay * w` before a plain
-    momentum step (`"decoupled"`, Keras's and AdamW's form). Variables excluded with
+    The update is the fork's: with `N = gradient_accumulation_steps` batches per
+    update, learning-rate multiplier `a` and decay multiplier `d` (from
+    `param_multipliers`, default `(1, 1)`), `accumulation_mode="caffe"` computes
+    `v = momentum * v + (lr * a / N) * (G + d * weight_decay * w)`, `w = w - v`,
+    where `G` is the *sum* of the `N` gradients, or only the last batch's gradient
+    for variables matching `last_batch_pattern` (BatchNorm's scale and shift in the
+    paper recipe). `accumulation_mode="mean"` uses the mean gradient at the full
+    rate instead: `v = momentum * v + lr * a * (mean(g) + d * weight_decay * w)`.
+    Both are the same for `N = 1`. `weight_decay_mode="decoupled"` replaces the
+    decay term by `w = w - lr * a * d * weight_decay * w` before a plain momentum
+    step (Keras's and AdamW's form). Variables excluded with
     `exclude_from_weight_decay()` are not decayed.
 
     Args:
@@ -69,8 +96,14 @@ class CaffeSGD(keras.optimizers.SGD):
         momentum: float in [0, 1]. Defaults to `0.9`.
         weight_decay: float >= 0. Defaults to `0.0005`.
         nesterov: bool. Defaults to `False`.
-        gradient_accumulation_steps: `None` or an int >= 1: batches averaged per
+        gradient_accumulation_steps: `None` or an int >= 1: batches combined per
             update (Caffe's `iter_size`; the original: 8). Defaults to `None`.
+        accumulation_mode: `"caffe"` (default: the fork's sum, decay and
+            `lr / N` scaling) or `"mean"` (the mean gradient at the full rate).
+        last_batch_pattern: `None` (default) or a regex matched (`re.search`)
+            against variable paths: in `"caffe"` mode those variables take only
+            the last batch's gradient of each group (the fork's BN layer); the
+            original: `BATCHNORM_PATTERN`.
         param_multipliers: `None` or a dict `{regex: (lr_multiplier,
             decay_multiplier)}` matched (`re.search`) against each variable's
             `path` (e.g. `"deconv5_1/bias"`); the first match wins. The original:
@@ -88,7 +121,8 @@ class CaffeSGD(keras.optimizers.SGD):
     Example:
 
     >>> optimizer = CaffeSGD(gradient_accumulation_steps=8,  # batch 8 x 8 = 64
-    ...                      param_multipliers={BIAS_PATTERN: (2.0, 0.0)})
+    ...                      param_multipliers={BIAS_PATTERN: (2.0, 0.0)},
+    ...                      last_batch_pattern=BATCHNORM_PATTERN)
     >>> optimizer.weight_decay_l2, optimizer.momentum, optimizer.accumulation_steps
     (0.0005, 0.9, 8)
     """
@@ -104,6 +138,8 @@ class CaffeSGD(keras.optimizers.SGD):
         weight_decay_mode: str = "coupled",
         lr_step_size: int | None = None,
         lr_decay_factor: float = 0.1,
+        accumulation_mode: str = "caffe",
+        last_batch_pattern: str | None = None,
         **kwargs,
     ):
         weight_decay = _check_number(0.0 if weight_decay is None else weight_decay,
@@ -113,6 +149,18 @@ class CaffeSGD(keras.optimizers.SGD):
                 f"`weight_decay_mode` must be one of {WEIGHT_DECAY_MODES}. "
                 f"Received: weight_decay_mode={weight_decay_mode!r}"
             )
+        if accumulation_mode not in ACCUMULATION_MODES:
+            raise ValueError(
+                f"`accumulation_mode` must be one of {ACCUMULATION_MODES}. "
+                f"Received: accumulation_mode={accumulation_mode!r}"
+            )
+        if last_batch_pattern is not None:
+            try:
+                re.compile(last_batch_pattern)
+            except (re.error, TypeError) as e:
+                raise ValueError(
+                    f"`last_batch_pattern` {last_batch_pattern!r} is not a regex: {e}"
+                ) from None
         steps = gradient_accumulation_steps
         if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int)
                                   or steps < 1):
@@ -138,7 +186,10 @@ class CaffeSGD(keras.optimizers.SGD):
         self.weight_decay_mode = weight_decay_mode
         self.accumulation_steps = steps or 1
         self.param_multipliers = multipliers
+        self.accumulation_mode = accumulation_mode
+        self.last_batch_pattern = last_batch_pattern
         self._multipliers = {}
+        self._last_batch_only = {}
         self.lr_decay_factor = float(lr_decay_factor)
         self._initial_lr_step_size = lr_step_size or 0
         self._lr_step_size = None  # a variable once built, so `reset` can change it
@@ -186,6 +237,8 @@ class CaffeSGD(keras.optimizers.SGD):
         for variable in variables:
             path = getattr(variable, "path", None) or getattr(variable, "name", "")
             self._multipliers[self._var_key(variable)] = self.multipliers_for(path)
+            self._last_batch_only[self._var_key(variable)] = bool(
+                self.last_batch_pattern and re.search(self.last_batch_pattern, path))
 
     def reset(self, learning_rate: float | None = None, lr_step_size: int | None = None):
         """A fresh start (zero momentum, accumulators and update count) with a new
@@ -224,22 +277,34 @@ class CaffeSGD(keras.optimizers.SGD):
         index = self._get_variable_index(variable)
         gradient = ops.cast(gradient, dtype)
         lr = ops.cast(learning_rate, dtype) * lr_mult
+        decoupled_lr = lr
         is_update = None
         if self.accumulation_steps > 1:
-            # Accumulate, and on the last batch of the group update with the mean.
-            accumulator = self.accumulators[index]
-            total = ops.add(accumulator, gradient)
+            # Accumulate, and on the last batch of the group update.
+            steps = ops.cast(self.accumulation_steps, dtype)
             is_update = ops.cast(
                 ops.equal((self._iterations + 1) % self.accumulation_steps, 0), dtype)
-            self.assign(accumulator, total * (1.0 - is_update))
-            gradient = ops.divide(total, ops.cast(self.accumulation_steps, dtype))
+            if self.accumulation_mode == "caffe":
+                # The fork: the diff holds the sum (the last batch's gradient for
+                # BN's scale and shift, which its layer overwrites); the decay is
+                # added to it and the whole is scaled by lr / iter_size.
+                if not self._last_batch_only.get(self._var_key(variable), False):
+                    accumulator = self.accumulators[index]
+                    gradient = ops.add(accumulator, gradient)
+                    self.assign(accumulator, gradient * (1.0 - is_update))
+                lr = lr / steps
+            else:
+                accumulator = self.accumulators[index]
+                total = ops.add(accumulator, gradient)
+                self.assign(accumulator, total * (1.0 - is_update))
+                gradient = ops.divide(total, steps)
         decay = ops.cast(self.weight_decay_l2 * decay_mult, dtype)
         delta = ops.zeros_like(gradient)
         if self.weight_decay_l2 and decay_mult:
             if self.weight_decay_mode == "coupled":
                 gradient = gradient + decay * variable
             else:
-                delta = -lr * decay * variable
+                delta = -decoupled_lr * decay * variable
         if self.momentum:
             momentum = self.momentums[index]
             velocity = ops.cast(self.momentum, dtype) * momentum - lr * gradient
@@ -270,6 +335,8 @@ class CaffeSGD(keras.optimizers.SGD):
             "weight_decay_mode": self.weight_decay_mode,
             "lr_step_size": self.lr_step_size or None,
             "lr_decay_factor": self.lr_decay_factor,
+            "accumulation_mode": self.accumulation_mode,
+            "last_batch_pattern": self.last_batch_pattern,
         })
         return config
 
@@ -313,8 +380,9 @@ def build_optimizer(config: TrainingConfig, stage: StageConfig) -> CaffeSGD:
     The stage's learning rate and, with `config.lr_schedule == "step"`, its step
     schedule (x`lr_decay_factor` every `stage.lr_step_size` *updates*, Caffe's
     `lr_policy: "step"`; otherwise constant, for `ReduceLROnPlateau` or none); the
-    config's momentum, weight decay and its mode, gradient accumulation, and the
-    learning-rate and decay multipliers of convolution and dense biases.
+    config's momentum, weight decay and its mode, gradient accumulation and its mode
+    (`"caffe"`: BatchNorm's scale and shift from the last batch of each group), and
+    the learning-rate and decay multipliers of convolution and dense biases.
 
     Args:
         config: the `TrainingConfig`.
@@ -348,4 +416,7 @@ def build_optimizer(config: TrainingConfig, stage: StageConfig) -> CaffeSGD:
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         param_multipliers=multipliers,
         weight_decay_mode=config.weight_decay_mode,
+        accumulation_mode=config.accumulation_mode,
+        last_batch_pattern=(BATCHNORM_PATTERN if config.accumulation_mode == "caffe"
+                            else None),
     )

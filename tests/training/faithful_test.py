@@ -23,17 +23,26 @@ def _moving(model):
 
 def test_batchnorm_statistics_recomputed_after_the_last_stage(tmp_path):
     # BN_make_INFERENCE_script.py: after stage 2, batch statistics of training
-    # batches (of 28 there; 3 here), their variance times m / (m - 1).
+    # batches (of 28 there; 3 here), the plain mean of the biased batch variances:
+    # its `m / (m - 1)` is Python 2 integer division, a factor of 1.
     data = learnable_data(n=8, batch=2)
     config = quick_config(batchnorm_batches=2, batchnorm_batch_size=3)
     model, _ = train_two_stage(small_model, data, data, None, tmp_path, config)
     expected = small_model()
     expected.load_weights(tmp_path / "stage2" / "final.weights.h5")
-    recompute_batchnorm_statistics(expected, data.unbatch().batch(3), num_batches=2)
+    recompute_batchnorm_statistics(expected, data.unbatch().batch(3), num_batches=2,
+                                   unbiased=False)
     for got, want in zip(_moving(model), _moving(expected)):
         np.testing.assert_allclose(got, want, rtol=1e-5)
     record = json.loads((tmp_path / "stage2" / "batchnorm" / "COMPLETE.json").read_text())
-    assert record == {"batches": 2, "batch_size": 3, "unbiased": True}
+    assert record == {"batches": 2, "batch_size": 3, "unbiased": False}
+    # The Bessel-corrected variances (the option) differ: the default is not them.
+    corrected = small_model()
+    corrected.load_weights(tmp_path / "stage2" / "final.weights.h5")
+    recompute_batchnorm_statistics(corrected, data.unbatch().batch(3), num_batches=2,
+                                   unbiased=True)
+    assert any(not np.allclose(got, want, rtol=1e-5)
+               for got, want in zip(_moving(model), _moving(corrected)))
     final = small_model()
     final.load_weights(tmp_path / "final.weights.h5")
     for got, want in zip(_moving(final), _moving(expected)):

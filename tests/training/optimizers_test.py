@@ -5,6 +5,7 @@ import json
 import keras
 import numpy as np
 import pytest
+from training.fork_solver_reference import fork_solve
 
 from keras_deconvnet.training import (
     CaffeSGD,
@@ -13,7 +14,7 @@ from keras_deconvnet.training import (
     build_optimizer,
     compile_for_training,
 )
-from keras_deconvnet.training.optimizers import BIAS_PATTERN
+from keras_deconvnet.training.optimizers import BATCHNORM_PATTERN, BIAS_PATTERN
 
 
 def _two_updates(optimizer, w0=2.0, grads=(0.5, -0.25)):
@@ -51,6 +52,9 @@ def test_caffe_sgd_config_round_trip_and_errors():
     assert again.accumulation_steps == 4 and again.param_multipliers == {BIAS_PATTERN: (2, 0)}
     restored = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
     assert isinstance(restored, CaffeSGD) and restored.accumulation_steps == 4
+    optimizer = CaffeSGD(accumulation_mode="mean", last_batch_pattern=BATCHNORM_PATTERN)
+    again = CaffeSGD.from_config(optimizer.get_config())
+    assert (again.accumulation_mode, again.last_batch_pattern) == ("mean", BATCHNORM_PATTERN)
     with pytest.raises(ValueError, match="weight_decay"):
         CaffeSGD(weight_decay=-1.0)
     with pytest.raises(ValueError, match="param_multipliers"):
@@ -61,6 +65,12 @@ def test_caffe_sgd_config_round_trip_and_errors():
         CaffeSGD(weight_decay_mode="l2")
     with pytest.raises(ValueError, match="gradient_accumulation_steps"):
         CaffeSGD(gradient_accumulation_steps=0)
+    with pytest.raises(ValueError, match="accumulation_mode"):
+        CaffeSGD(accumulation_mode="sum")
+    with pytest.raises(ValueError, match="last_batch_pattern"):
+        CaffeSGD(last_batch_pattern="(")
+    with pytest.raises(ValueError, match="accumulation_mode"):
+        TrainingConfig(accumulation_mode="sum")
     with pytest.raises(ValueError, match="lr_step_size"):
         build_optimizer(TrainingConfig(), StageConfig(lr_step_size=0))
     with pytest.raises(ValueError, match="learning_rate"):
@@ -97,11 +107,20 @@ def test_step_schedule_counts_updates_not_batches():
 
 
 def test_accumulation_is_caffe_iter_size():
-    # iter_size 2: the mean gradient of 2 batches, then Caffe's momentum update.
+    # iter_size 2, the fork's solver.cpp: the diff is the sum of the 2 gradients,
+    # plus wd * w, all scaled by lr / 2.
     lr, m, wd = 0.1, 0.9, 0.01
     grads = (0.5, -0.25, 1.0, 0.75)
     got = _two_updates(CaffeSGD(lr, m, weight_decay=wd, gradient_accumulation_steps=2),
                        grads=grads)
+    w, v = 2.0, 0.0
+    for g in (grads[0] + grads[1], grads[2] + grads[3]):
+        v = m * v + lr / 2 * (g + wd * w)
+        w -= v
+    assert got == pytest.approx(w, rel=1e-6)
+    # "mean": this package's earlier form, the mean gradient plus wd * w at lr.
+    got = _two_updates(CaffeSGD(lr, m, weight_decay=wd, gradient_accumulation_steps=2,
+                                accumulation_mode="mean"), grads=grads)
     w, v = 2.0, 0.0
     for g in ((grads[0] + grads[1]) / 2, (grads[2] + grads[3]) / 2):
         v = m * v + lr * (g + wd * w)
@@ -172,6 +191,8 @@ def test_defaults_are_the_original_solver():
     assert (config.momentum, config.weight_decay, config.weight_decay_mode) == (
         0.9, 5e-4, "coupled")
     assert (config.batch_size, config.gradient_accumulation_steps) == (8, 8)
+    # solver.cpp / bn_layer.cu: summed gradients, decay, lr / iter_size; BN's last batch.
+    assert config.accumulation_mode == "caffe"
     assert (config.lr_schedule, config.lr_decay_factor) == ("step", 0.1)
     # max_iter 20000 / stepsize 9000 (stage 1), 40000 / 10000 (stage 2), in updates.
     for stage, updates, step in ((config.stage1, 20000, 9000), (config.stage2, 40000, 10000)):
@@ -179,9 +200,10 @@ def test_defaults_are_the_original_solver():
         assert stage.lr_step_size == step
     # blobs_lr 1 2, weight_decay 1 0 on every convolution.
     assert (config.bias_lr_multiplier, config.bias_decay_multiplier) == (2.0, 0.0)
-    # BN_make_INFERENCE_script.py: 1 + 500 forwards of batch 28, after stage 2.
+    # BN_make_INFERENCE_script.py: 1 + 500 forwards of batch 28, after stage 2; its
+    # `m / (m - 1)` is Python 2 integer division (1): no Bessel correction.
     assert (config.recompute_batchnorm, config.batchnorm_batches,
-            config.batchnorm_batch_size, config.batchnorm_unbiased) == (True, 501, 28, True)
+            config.batchnorm_batch_size, config.batchnorm_unbiased) == (True, 501, 28, False)
     assert config.class_balancing is None and config.class_weights is None
     assert config.stage2_init == "last"
 
@@ -221,3 +243,67 @@ def test_training_config_json_round_trip_and_errors():
         TrainingConfig(stage2_init="first")
     with pytest.raises(ValueError, match="backup_save_freq"):
         TrainingConfig(backup_save_freq="batch")
+
+
+def _tiny_net(params):
+    inputs = keras.Input((2, 2, 3))
+    x = keras.layers.Conv2D(2, 1, name="conv1")(inputs)
+    x = keras.layers.BatchNormalization(name="conv1_bn", epsilon=1e-3)(x)
+    model = keras.Model(inputs, keras.layers.Conv2D(2, 1, name="conv2")(x))
+    layers = {layer.name: layer for layer in model.layers}
+    layers["conv1"].set_weights([params["w1"][None, None], params["b1"]])
+    bn = layers["conv1_bn"]
+    bn.set_weights([params["scale"], params["shift"], *bn.get_weights()[2:]])
+    layers["conv2"].set_weights([params["w2"][None, None], params["b2"]])
+    return model
+
+
+def _weights_of(model):
+    layers = {layer.name: layer for layer in model.layers}
+    w1, b1 = layers["conv1"].get_weights()
+    scale, shift = layers["conv1_bn"].get_weights()[:2]
+    w2, b2 = layers["conv2"].get_weights()
+    return {"w1": w1[0, 0], "b1": b1, "scale": scale, "shift": shift,
+            "w2": w2[0, 0], "b2": b2}
+
+
+@pytest.mark.parametrize("mode", ["caffe", "mean"])
+def test_default_recipe_matches_the_fork_solver_in_numpy(mode):
+    # tests/training/fork_solver_reference.py re-implements the fork's Solver::Step,
+    # SGDSolver::ComputeUpdateValue and BN backward in NumPy. The paper recipe's
+    # optimizer (build_optimizer of the default TrainingConfig) must give the same
+    # weights after every update, over 4 updates of iter_size 3 with a step in the
+    # rate; "mean" (the earlier behaviour) must not.
+    rng = np.random.default_rng(0)
+    params = {"w1": rng.normal(size=(3, 2)), "b1": rng.normal(size=2) * 0.1,
+              "scale": 1 + rng.normal(size=2) * 0.2, "shift": rng.normal(size=2) * 0.1,
+              "w2": rng.normal(size=(2, 2)), "b2": rng.normal(size=2) * 0.1}
+    params = {k: v.astype("float32") for k, v in params.items()}
+    batch, iter_size, updates = 4, 3, 4
+    x = rng.normal(size=(batch * iter_size * updates, 2, 2, 3)).astype("float32")
+    x[: batch * iter_size] *= 3.0  # batches that differ, so the last one is not the mean
+    target = rng.normal(size=(len(x), 2, 2, 2)).astype("float32")
+    lr, momentum, wd, stepsize = 0.1, 0.9, 0.05, 2
+    config = TrainingConfig(momentum=momentum, weight_decay=wd,
+                            gradient_accumulation_steps=iter_size, accumulation_mode=mode)
+    model = _tiny_net(params)
+    model.compile(optimizer=build_optimizer(
+        config, StageConfig(learning_rate=lr, lr_step_size=stepsize)), loss="mse")
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_end(self, index, logs=None):
+            if (index + 1) % iter_size == 0:
+                seen.append(_weights_of(model))
+
+    model.fit(x, target, batch_size=batch, shuffle=False, verbose=0, callbacks=[Record()])
+    batches = [(x[i : i + batch].astype("float64"), target[i : i + batch].astype("float64"))
+               for i in range(0, len(x), batch)]
+    expected = fork_solve(params, batches, iter_size, lr, momentum, wd, stepsize)
+    assert len(seen) == len(expected) == updates
+    worst = max(float(np.max(np.abs(got[k] - want[k])) / (np.max(np.abs(want[k])) + 1e-12))
+                for got, want in zip(seen, expected) for k in want)
+    if mode == "caffe":
+        assert worst < 1e-4
+    else:
+        assert worst > 1e-2
