@@ -7,6 +7,12 @@ unpacked repeated values (one tag per value, as some old writers do) are gathere
 one copy. Caffe reads `double_data` when present, else `data`; `diff` and `double_diff`
 are skipped unread.
 
+Reading is linear in the blob's bytes however its fields are ordered: each piece of
+values (a packed field or a run of unpacked ones) is recorded as `(offset, count,
+stride)` in flat integer arrays and gathered once at the end, so values interleaved
+with another field cost O(1) each. A shape has at most 32 axes (`kMaxBlobAxes` in BVLC
+`include/caffe/blob.hpp`).
+
 Example:
 
 >>> import struct
@@ -21,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import math
+from array import array
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,19 +41,25 @@ from keras_deconvnet.models.caffe.protobuf_wire import (
     signed_varint,
 )
 
-__all__ = ["read_blob", "read_blob_shape"]
+__all__ = ["MAX_BLOB_AXES", "read_blob", "read_blob_shape"]
+
+# BVLC include/caffe/blob.hpp: `const int kMaxBlobAxes = 32;` (Blob::Reshape checks it).
+MAX_BLOB_AXES = 32
 
 # The value fields: float `data` and `double_data`, by field number.
 _DATA, _DOUBLE_DATA = 5, 8
 _WIDTHS = {_DATA: 4, _DOUBLE_DATA: 8}
 _DTYPES = {_DATA: "<f4", _DOUBLE_DATA: "<f8"}
+# Their one-byte tags when unpacked: data as fixed32, double_data as fixed64.
+_UNPACKED_KEYS = (_DATA << 3 | I32, _DOUBLE_DATA << 3 | I64)
 
 
 def read_blob_shape(reader: WireReader, start: int, end: int, where: str) -> tuple[int, ...]:
     """The dims of the BlobShape message in `[start, end)` (packed or not).
 
     Raises:
-        CaffeModelError: for a corrupt or negative dimension.
+        CaffeModelError: for a corrupt or negative dimension, or more than
+            `MAX_BLOB_AXES` of them.
     """
     dims: list[int] = []
     for number, wire, a, b, at in reader.fields(start, end, where):
@@ -55,9 +68,14 @@ def read_blob_shape(reader: WireReader, start: int, end: int, where: str) -> tup
         if wire == VARINT:
             dims.append(signed_varint(a))
         elif wire == LEN:
-            dims.extend(signed_varint(v) for v in reader.packed_varints(a, b, where))
+            left = MAX_BLOB_AXES - len(dims)
+            dims.extend(signed_varint(v) for v in reader.packed_varints(
+                a, b, where, max(left, 0), "blob dimensions (Caffe allows 32)"))
         else:
             raise reader.error(f"corrupt BlobShape: dim has wire type {wire}", where, at)
+        if len(dims) > MAX_BLOB_AXES:
+            raise reader.error(
+                f"more than {MAX_BLOB_AXES} blob dimensions (Caffe allows 32)", where, at)
     if any(d < 0 for d in dims):
         raise reader.error(f"negative blob dimension in {tuple(dims)}", where, start)
     return tuple(dims)
@@ -80,23 +98,67 @@ def read_blob(reader: WireReader, start: int, end: int, where: str) -> np.ndarra
         shape = tuple(fields.legacy.get(i, 0) for i in (1, 2, 3, 4))
         if any(d < 0 for d in shape):
             raise reader.error(f"negative blob dimension in {shape}", where, start)
-    values = fields.pieces[_DOUBLE_DATA] or fields.pieces[_DATA]
-    dtype = np.dtype(_DTYPES[_DOUBLE_DATA if fields.pieces[_DOUBLE_DATA] else _DATA])
-    count = sum(int(piece.size) for piece in values)
+    number = _DOUBLE_DATA if fields.pieces[_DOUBLE_DATA].count else _DATA
+    pieces = fields.pieces[number]
     expected = math.prod(shape)
-    if count != expected:
+    if pieces.count != expected:
         raise reader.error(
-            f"blob of shape {shape} needs {expected} values but the file holds {count}",
-            where, start)
-    if not values:
-        array = np.zeros(shape, dtype)
-    elif len(values) == 1:
-        array = values[0]
-    else:
-        array = np.concatenate(values)
-    array = array.reshape(shape)
-    array.flags.writeable = False
-    return array
+            f"blob of shape {shape} needs {expected} values but the file holds "
+            f"{pieces.count}", where, start)
+    array_ = pieces.gather(reader, number).reshape(shape)
+    array_.flags.writeable = False
+    return array_
+
+
+class _Pieces:
+    """Where a value field's pieces lie: `(first value offset, count, stride)` each.
+
+    A packed field is one piece of stride `width`; a run of unpacked values one piece of
+    stride `1 + width` (a one-byte tag before each value). Flat integer arrays, not a
+    Python object per piece, so a million one-value pieces cost 24 MB, not 300.
+    """
+
+    def __init__(self) -> None:
+        self.starts = array("q")
+        self.counts = array("q")
+        self.strides = array("q")
+        self.count = 0
+
+    def add(self, start: int, count: int, stride: int) -> None:
+        self.starts.append(start)
+        self.counts.append(count)
+        self.strides.append(stride)
+        self.count += count
+
+    def gather(self, reader: WireReader, number: int) -> np.ndarray:
+        """The values, a view of the buffer when they are one packed piece, else a copy."""
+        dtype, width = np.dtype(_DTYPES[number]), _WIDTHS[number]
+        if not self.starts:
+            return np.zeros(0, dtype)
+        if len(self.starts) == 1 and self.strides[0] == width:
+            return np.frombuffer(reader.view, dtype, self.count, self.starts[0])
+        buffer = np.frombuffer(reader.view, np.uint8)
+        out = np.empty((self.count, width), np.uint8)
+        if len(self.starts) <= 64:
+            # Few pieces: one strided copy each.
+            row = 0
+            for start, count, stride in zip(self.starts, self.counts, self.strides):
+                records = np.lib.stride_tricks.as_strided(
+                    buffer[start:], (count, width), (stride, 1), writeable=False)
+                out[row:row + count] = records
+                row += count
+        else:
+            # Many pieces (interleaved fields): every value's offset at once.
+            counts = np.frombuffer(self.counts, np.int64)
+            firsts = np.frombuffer(self.starts, np.int64)
+            strides = np.frombuffer(self.strides, np.int64)
+            index = np.arange(self.count, dtype=np.int64)
+            index -= np.repeat(np.cumsum(counts) - counts, counts)
+            offsets = np.repeat(firsts, counts) + index * np.repeat(strides, counts)
+            del index
+            for byte in range(width):
+                out[:, byte] = buffer[offsets + byte]
+        return out.view(dtype).reshape(self.count)
 
 
 @dataclass
@@ -105,53 +167,49 @@ class _BlobFields:
 
     legacy: dict[int, int] = field(default_factory=dict)
     shape: tuple[int, ...] | None = None
-    pieces: dict[int, list[np.ndarray]] = field(
-        default_factory=lambda: {_DATA: [], _DOUBLE_DATA: []})
+    pieces: dict[int, _Pieces] = field(
+        default_factory=lambda: {_DATA: _Pieces(), _DOUBLE_DATA: _Pieces()})
 
 
 def _read_blob_fields(reader: WireReader, start: int, end: int, where: str) -> _BlobFields:
     fields = _BlobFields()
+    view = reader.view
     pos = start
     while pos < end:
         tag_at = pos
-        key, pos = reader.varint(pos, end, where)
-        number, wire = key >> 3, key & 7
-        if wire in (I32, I64):
-            pos = _read_fixed_width(reader, fields, key, tag_at, pos, end, where)
+        reader.fields_left -= 1
+        if reader.fields_left < 0:
+            reader.spend(0, where, tag_at)  # raises
+        key = view[pos]
+        if key < 0x80:
+            pos += 1
+        else:
+            key, pos = reader.varint(pos, end, where)
+        wire = key & 7
+        if wire == I32 or wire == I64:
+            width = 4 if wire == I32 else 8
+            if pos - tag_at != 1:
+                if pos + width > end:
+                    raise reader.overrun(f"field {key >> 3}", pos + width, end, where, tag_at)
+                pos += width
+                continue
+            # An unpacked repeated field (one tag per value, as some old writers do): the
+            # whole run of equal one-byte tags at once.
+            count = reader.run_length(tag_at, end, key, 1 + width, where)
+            if key in _UNPACKED_KEYS:
+                fields.pieces[key >> 3].add(pos, count, 1 + width)
+            pos = tag_at + count * (1 + width)
         elif wire == VARINT:
             value, pos = reader.varint(pos, end, where)
-            if number in (1, 2, 3, 4):
-                fields.legacy[number] = signed_varint(value)
+            if 1 <= key >> 3 <= 4:
+                fields.legacy[key >> 3] = signed_varint(value)
         elif wire == LEN:
-            pos = _read_length_delimited(reader, fields, number, tag_at, pos, end, where)
+            pos = _read_length_delimited(reader, fields, key >> 3, tag_at, pos, end, where)
         else:
             raise reader.error(
-                f"corrupt blob: field {number} has wire type {wire}", where, tag_at)
+                f"corrupt blob: field {key >> 3} has wire type {wire}", where, tag_at)
         # diff (6), double_diff (9) and unknown fields are skipped unread.
     return fields
-
-
-def _read_fixed_width(
-    reader: WireReader, fields: _BlobFields, key: int, tag_at: int, pos: int, end: int,
-    where: str,
-) -> int:
-    """A fixed32 / fixed64 field: an unpacked run of values, or one skipped value."""
-    number, wire = key >> 3, key & 7
-    width = 4 if wire == I32 else 8
-    if pos - tag_at != 1:
-        if pos + width > end:
-            raise reader.overrun(f"field {number}", pos + width, end, where, tag_at)
-        return pos + width
-    # An unpacked repeated float/double field (one tag per value, as some old writers
-    # do): gather the whole run of equal tags at once.
-    count, pos = reader.unpacked_run(tag_at, end, key, width, where)
-    if (number, wire) in ((_DATA, I32), (_DOUBLE_DATA, I64)):
-        records = np.frombuffer(
-            reader.view, np.uint8, count * (1 + width), tag_at
-        ).reshape(count, 1 + width)
-        run = np.ascontiguousarray(records[:, 1:]).view(_DTYPES[number]).reshape(count)
-        fields.pieces[number].append(run)
-    return pos
 
 
 def _read_length_delimited(
@@ -171,6 +229,6 @@ def _read_length_delimited(
             raise reader.error(
                 f"packed {'float' if width == 4 else 'double'} data of {length} "
                 f"bytes is not a multiple of {width}", where, tag_at)
-        fields.pieces[number].append(
-            np.frombuffer(reader.view, _DTYPES[number], length // width, a))
+        if length:
+            fields.pieces[number].add(a, length // width, width)
     return b

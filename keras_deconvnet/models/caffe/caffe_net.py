@@ -32,6 +32,8 @@ __all__ = [
     "CaffeLayer",
     "CaffeModelError",
     "CaffeNet",
+    "MAX_MESSAGE_CHARS",
+    "short_text",
 ]
 
 BVLC_V1_LAYER_TYPES: dict[int, str] = {
@@ -56,8 +58,34 @@ FORK_V1_LAYER_TYPES: dict[int, str] = {
 
 
 
+# Error messages are one line of at most this many characters: a hostile file can hold
+# a 16 MB name or list, and the message must stay readable.
+MAX_MESSAGE_CHARS = 400
+
+
+def short_text(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """`text` on one line, cut to `limit` characters with the number left out.
+
+    Example:
+
+    >>> short_text("a\\nb" + "c" * 500, 40)
+    'a bccccccccccccccccccc…(+481 characters)'
+    """
+    text = " ".join(str(text).splitlines())
+    if len(text) <= limit:
+        return text
+    keep = limit - len(f"…(+{len(text):,} characters)")
+    return text[: max(0, keep)] + f"…(+{len(text) - max(0, keep):,} characters)"
+
+
 class CaffeModelError(ValueError):
-    """A file is not a readable binary Caffe NetParameter (truncated, foreign, corrupt)."""
+    """A file is not a readable binary Caffe NetParameter (truncated, foreign, corrupt).
+
+    The message is kept to one line of at most `MAX_MESSAGE_CHARS` characters.
+    """
+
+    def __init__(self, message: object = "") -> None:
+        super().__init__(short_text(str(message)))
 
 
 @dataclass(frozen=True, eq=False)  # identity equality: `==` on arrays is ambiguous
@@ -152,11 +180,14 @@ class CaffeNet:
         found = self.layers_named(name)
         if len(found) != 1:
             if not found:
-                known = ", ".join(repr(layer.name) for layer in self.layers[:40])
-                raise KeyError(f"{self.path}: no layer named {name!r}. Layers: {known}")
-            raise KeyError(
-                f"{self.path}: {len(found)} layers are named {name!r}; use layers_named()"
-            )
+                known = ", ".join(short_text(repr(layer.name), 40)
+                                  for layer in self.layers[:40])
+                raise KeyError(short_text(
+                    f"{self.path}: no layer named {short_text(repr(name), 80)}. "
+                    f"Layers: {known}"))
+            raise KeyError(short_text(
+                f"{self.path}: {len(found)} layers are named {short_text(repr(name), 80)}; "
+                "use layers_named()"))
         return found[0]
 
     def layers_named(self, name: str) -> list[CaffeLayer]:

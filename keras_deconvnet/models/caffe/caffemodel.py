@@ -41,7 +41,12 @@ from typing import Any, Literal
 import numpy as np
 
 from keras_deconvnet.models.caffe.blob_proto import read_blob, read_blob_shape
-from keras_deconvnet.models.caffe.caffe_net import CaffeLayer, CaffeModelError, CaffeNet
+from keras_deconvnet.models.caffe.caffe_net import (
+    CaffeLayer,
+    CaffeModelError,
+    CaffeNet,
+    short_text,
+)
 from keras_deconvnet.models.caffe.protobuf_wire import (
     I32,
     LEN,
@@ -51,7 +56,7 @@ from keras_deconvnet.models.caffe.protobuf_wire import (
     signed_varint,
 )
 
-__all__ = ["describe_caffemodel", "read_caffemodel"]
+__all__ = ["MAX_BLOBS", "MAX_LAYERS", "MAX_REPEATED", "describe_caffemodel", "read_caffemodel"]
 
 _Format = Literal["V0", "V1", "V2"]
 
@@ -94,6 +99,13 @@ _V2_PARAMS = {106: ("convolution_param", _CONV), 108: ("dropout_param", _DROPOUT
               110: ("eltwise_param", _ELTWISE), 117: ("inner_product_param", _INNER),
               121: ("pooling_param", _POOL), 123: ("relu_param", _RELU),
               144: ("crop_param", _CROP)}
+
+# Budgets that bound the work and memory a hostile file can cause (with the reader's
+# `MAX_FIELDS`). Real nets are far below them: DeconvNet has 85 layers and 62 blobs.
+MAX_LAYERS = 100_000
+MAX_BLOBS = 200_000
+# Values of one repeated field: packed `input_dim`, a parameter's `pad`, `coeff`, ...
+MAX_REPEATED = 4096
 
 # Signatures of files people mistake for caffemodels, for a clearer error message.
 _FOREIGN_SIGNATURES = (
@@ -226,13 +238,15 @@ class _LayerFields:
 
     def named(self, name: str) -> None:
         self.name = name
-        self.where = f"layer #{self.index} {name!r}"
+        self.where = f"layer #{self.index} {short_text(repr(name), 80)}"
 
 
 class _NetParser(WireReader):
     """Reads a NetParameter: its top-level fields, then each layer and its blobs."""
 
     # -- NetParameter -----------------------------------------------------------------
+
+    blobs_left = MAX_BLOBS
 
     def net(self, mapping: mmap.mmap | None) -> CaffeNet:
         try:
@@ -267,6 +281,9 @@ class _NetParser(WireReader):
         pos = 0
         while pos < self.size:
             layer_index = len(fields.v1_layers) + len(fields.v2_layers)
+            if layer_index > MAX_LAYERS:
+                raise self.too_many_layers(pos)
+            self.spend(1, where, pos)
             number, wire, a, b, pos = self.top_level_field(pos, layer_index)
             if number == 1:
                 fields.name = self.string(a, b, where)
@@ -277,12 +294,22 @@ class _NetParser(WireReader):
             elif number == 4:
                 fields.input_dims.extend(
                     [signed_varint(a)] if wire == VARINT else
-                    [signed_varint(v) for v in self.packed_varints(a, b, where)])
+                    [signed_varint(v) for v in self.packed_varints(
+                        a, b, where, MAX_REPEATED, "input dimensions")])
+                if len(fields.input_dims) > MAX_REPEATED:
+                    raise self.error(f"more than {MAX_REPEATED:,} input dimensions", where)
             elif number == 8:
                 fields.input_shapes.append(read_blob_shape(self, a, b, where))
             elif number == 100:
                 fields.v2_layers.append((a, b))
+        if len(fields.v1_layers) + len(fields.v2_layers) > MAX_LAYERS:
+            raise self.too_many_layers(self.size)
         return fields
+
+    def too_many_layers(self, offset: int) -> CaffeModelError:
+        return self.error(
+            f"more than {MAX_LAYERS:,} layers; real Caffe nets have at most a few "
+            "thousand (a corrupt or hostile file?)", "", offset)
 
     def top_level_field(self, pos: int, layer_index: int) -> tuple[int, int, int, int, int]:
         """(field, wire type, value or payload start, payload end, next position) at `pos`.
@@ -308,7 +335,7 @@ class _NetParser(WireReader):
             if number in (2, 100):  # a layer cut short: say which one
                 context = f"layer #{layer_index}"
                 layer_name = self.peek_layer_name(a, 4 if number == 2 else 1)
-                context += f" {layer_name!r}" if layer_name else ""
+                context += f" {short_text(repr(layer_name), 80)}" if layer_name else ""
             raise self.overrun(f"field {number} of {length} bytes", b, self.size, context, at)
         return number, wire, a, b, b
 
@@ -425,6 +452,11 @@ class _NetParser(WireReader):
         self, layer: _LayerFields, params: dict[str, dict[str, Any]], offset: int
     ) -> CaffeLayer:
         """The `CaffeLayer` of the fields read, with its blobs."""
+        self.blobs_left -= len(layer.blob_spans)
+        if self.blobs_left < 0:
+            raise self.error(
+                f"more than {MAX_BLOBS:,} blobs; real Caffe nets have at most a few "
+                "thousand (a corrupt or hostile file?)", layer.where, offset)
         blobs = tuple(read_blob(self, a, b, f"{layer.where} blob {i}")
                       for i, (a, b) in enumerate(layer.blob_spans))
         return CaffeLayer(layer.name, layer.type, tuple(layer.bottoms), tuple(layer.tops),
@@ -450,7 +482,7 @@ class _NetParser(WireReader):
             elif wire == VARINT:
                 items = [a]
             elif wire == LEN:
-                items = self.packed_varints(a, b, where)
+                items = self.packed_varints(a, b, where, MAX_REPEATED, f"values of {key}")
             else:
                 continue
             if base == "i":
@@ -459,6 +491,8 @@ class _NetParser(WireReader):
                 items = [bool(v) for v in items]
             if kind.endswith("*"):
                 repeated.setdefault(key, []).extend(items)
+                if len(repeated[key]) > MAX_REPEATED:
+                    raise self.error(f"more than {MAX_REPEATED:,} values of {key}", where, a)
             elif items:
                 values[key] = items[-1]  # proto2 optional: the last occurrence wins
         values.update({key: tuple(items) for key, items in repeated.items()})

@@ -279,7 +279,7 @@ def convert_caffemodel(
                                            palette=palette)
         plan, bn_form = _plan(net, segmenter, arch, bn)
         plan.check()
-        say(f"Loading {len(plan.groups)} layers ({plan.num_values:,} values)")
+        say(_loading_line(plan, net.num_parameters))
         plan.apply(progress=progress)
         notes = list(plan.notes)
         del plan  # its views keep the mapping alive
@@ -289,6 +289,23 @@ def convert_caffemodel(
         source_sha256=_sha256(path), target=target if arch == "vgg16" else None,
         bn_form=bn_form, notes=notes,
     )
+
+
+def _loading_line(plan, file_values: int) -> str:
+    """What is loaded, split by origin, so that it adds up to the file's count.
+
+    Example: "Loading 59 layers: 322,049 values from the file, plus 1,320 set by the
+    conversion (zero biases, BatchNorm means and variances)".
+    """
+    loaded = plan.num_file_values
+    line = f"Loading {len(plan.groups)} layers: {loaded:,} values from the file"
+    filled = plan.num_values - loaded
+    if filled:
+        line += f", plus {filled:,} set by the conversion (zero biases, BatchNorm means " \
+                "and variances)"
+    if file_values > loaded:
+        line += f"; {file_values - loaded:,} of the file's values are not used"
+    return line
 
 
 def _class_count(net: CaffeNet, arch: str, num_classes: int) -> int:

@@ -5,6 +5,12 @@ reader walks the wire format directly (varints, fixed-width values and length-de
 payloads), so that payloads are never copied: the caller takes NumPy views of the spans
 it is given. Every error is a `CaffeModelError` naming the file and a byte offset.
 
+Work is linear in the file's size and bounded: the reader walks at most `MAX_FIELDS`
+fields in all (a real caffemodel has a few thousand; a run of unpacked values counts
+as one), packed varint lists stop at the caller's limit instead of being decoded
+whole, and a run of equal tags is measured in chunks that grow with the run, so
+interleaved fields cost O(1) each instead of a scan to the end of the message.
+
 Example:
 
 >>> reader = WireReader(bytes([0x08, 0x96, 0x01, 0x12, 0x02, 0x68, 0x69]), "<bytes>")
@@ -25,12 +31,20 @@ import numpy as np
 
 from keras_deconvnet.models.caffe.caffe_net import CaffeModelError
 
-__all__ = ["I32", "I64", "LEN", "VARINT", "WIRE_NAMES", "WireReader", "signed_varint"]
+__all__ = [
+    "I32", "I64", "LEN", "MAX_FIELDS", "VARINT", "WIRE_NAMES", "WireReader", "signed_varint",
+]
 
 # Protobuf wire types.
 VARINT, I64, LEN, I32 = 0, 1, 2, 5
 WIRE_NAMES = {0: "varint", 1: "fixed64", 2: "length-delimited", 3: "start-group",
               4: "end-group", 5: "fixed32"}
+
+# Fields one read may walk. A real caffemodel has a few thousand (DeconvNet's: about 1,500);
+# a run of unpacked values is one. Past this, the file is refused in bounded time.
+MAX_FIELDS = 1_000_000
+# Records of a run checked in plain Python before the chunked NumPy scan takes over.
+_SHORT_RUN = 8
 
 
 def signed_varint(value: int) -> int:
@@ -61,6 +75,7 @@ class WireReader:
         self.view = memoryview(buffer)
         self.size = len(self.view)
         self.path = path
+        self.fields_left = MAX_FIELDS
 
     # -- errors -----------------------------------------------------------------------
 
@@ -83,6 +98,14 @@ class WireReader:
         return self.error(
             f"corrupt message: {what} runs to offset {needed_end}, past the end of its "
             f"enclosing message at {end}", where, at)
+
+    def spend(self, count: int, where: str, at: int) -> None:
+        """Counts `count` fields against `MAX_FIELDS`; raises once the budget is spent."""
+        self.fields_left -= count
+        if self.fields_left < 0:
+            raise self.error(
+                f"more than {MAX_FIELDS:,} protobuf fields; a real caffemodel has a few "
+                "thousand (a corrupt or hostile file?)", where, at)
 
     # -- wire primitives --------------------------------------------------------------
 
@@ -109,6 +132,7 @@ class WireReader:
         pos = start
         while pos < end:
             tag_at = pos
+            self.spend(1, where, tag_at)
             key, pos = self.varint(pos, end, where)
             number, wire = key >> 3, key & 7
             if number == 0:
@@ -142,25 +166,47 @@ class WireReader:
         except UnicodeDecodeError:
             raise self.error("a name is not UTF-8 text", where, start) from None
 
-    def packed_varints(self, start: int, end: int, where: str) -> list[int]:
-        """The varints packed in `[start, end)`."""
-        values = []
+    def packed_varints(
+        self, start: int, end: int, where: str, limit: int, what: str = "values"
+    ) -> list[int]:
+        """The varints packed in `[start, end)`; more than `limit` of them is an error.
+
+        The error comes after `limit + 1` values, so a 16 MB list costs no more than a
+        short one.
+        """
+        values: list[int] = []
         pos = start
         while pos < end:
+            if len(values) == limit:
+                raise self.error(f"more than {limit:,} {what}", where, start)
             value, pos = self.varint(pos, end, where)
             values.append(value)
         return values
 
-    def unpacked_run(
-        self, tag_at: int, end: int, key: int, width: int, where: str
-    ) -> tuple[int, int]:
-        """Counts the records `key, value` repeated from `tag_at`; returns (count, end)."""
-        record = 1 + width
-        available = (end - tag_at) // record
-        if available == 0:
+    def run_length(self, tag_at: int, end: int, key: int, record: int, where: str) -> int:
+        """How many `record`-byte records starting at `tag_at` begin with the byte `key`.
+
+        The record at `tag_at` must fit before `end` (else: an overrun error); a partial
+        record at the end of the run is left for the caller's next tag to report. Short
+        runs are counted in Python; long ones in NumPy chunks that double, so the cost is
+        proportional to the run, never to the rest of the message.
+        """
+        if tag_at + record > end:
             raise self.overrun(f"field {key >> 3}", tag_at + record, end, where, tag_at)
-        records = np.frombuffer(self.view, np.uint8, available * record, tag_at)
-        records = records.reshape(available, record)
-        mismatched = np.flatnonzero(records[:, 0] != key)
-        count = int(mismatched[0]) if mismatched.size else available
-        return count, tag_at + count * record
+        view = self.view
+        count, pos = 1, tag_at + record
+        for _ in range(_SHORT_RUN):
+            if pos + record > end or view[pos] != key:
+                return count
+            count, pos = count + 1, pos + record
+        chunk = 64
+        while True:
+            available = (end - pos) // record
+            if available == 0:
+                return count
+            n = min(chunk, available)
+            tags = np.frombuffer(view, np.uint8, n * record, pos)[::record]
+            mismatched = np.flatnonzero(tags != key)
+            if mismatched.size:
+                return count + int(mismatched[0])
+            count, pos, chunk = count + n, pos + n * record, chunk * 2

@@ -13,6 +13,7 @@ layout rules each pair follows (kernel axes, BGR input, folded BN) are in `layou
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -39,6 +40,8 @@ BN_LEARN, BN_INFERENCE = 0, 1
 CAFFE_BN_EPSILON = 1e-9
 BN_FORMS = ("auto", "folded", "batch")
 _MAX_LISTED = 6  # problems quoted in one error message
+# The source of a value read from a blob ("'conv1_1' blob 0"); others are set by the plan.
+_FROM_BLOB = re.compile(r" blob \d+$")
 
 
 class CaffeMappingError(CaffeModelError):
@@ -123,6 +126,12 @@ class WeightPlan:
     def num_values(self) -> int:
         """The number of values the plan assigns."""
         return sum(int(v.size) for _, items in self.groups for _, v, _ in items)
+
+    @property
+    def num_file_values(self) -> int:
+        """The values the plan takes from the file's blobs (the rest it sets itself)."""
+        return sum(int(v.size) for _, items in self.groups for _, v, source in items
+                   if _FROM_BLOB.search(source))
 
     def check(self) -> None:
         """Raises one `CaffeMappingError` listing the first problems, if there are any."""

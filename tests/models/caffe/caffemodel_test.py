@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -337,3 +338,37 @@ def test_full_size_deconvnet_file_252m_parameters(tmp_path):
         assert net.layer("fc6").blobs[0].shape == (4096, 512, 7, 7)
         assert net.layer("fc6-deconv").blobs[0].shape == (4096, 512, 7, 7)
         assert net.layer("seg-score-voc").blobs[0].shape == (21, 64, 1, 1)
+
+
+# === Budgets against hostile files (issue 24) ==========================================
+
+
+def test_4m_empty_layers_are_refused_in_bounded_time():
+    """8 MB of empty layers took 87 s and 2.15 GB; the layer budget refuses it at once."""
+    from keras_deconvnet.models.caffe.caffemodel import MAX_LAYERS
+
+    data = b"\x12\x00" * 4_000_000
+    begin = time.perf_counter()
+    with pytest.raises(CaffeModelError, match=f"more than {MAX_LAYERS:,} layers"):
+        read_caffemodel(data)
+    seconds = time.perf_counter() - begin
+    print(f"4M empty layers refused in {seconds:.2f} s")
+    assert seconds < 10
+
+
+def test_field_budget_bounds_a_layer_of_millions_of_fields():
+    from keras_deconvnet.models.caffe.protobuf_wire import MAX_FIELDS
+
+    bottoms = b"\x12\x01b" * (MAX_FIELDS + 10)  # bottom: "b", over and over
+    data = b"\x12" + _varint_bytes(len(bottoms) + 4) + b"\x22\x02fc" + bottoms
+    with pytest.raises(CaffeModelError, match="protobuf fields") as caught:
+        read_caffemodel(data)
+    assert len(str(caught.value)) < 200
+
+
+def _varint_bytes(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    return bytes(out + bytes([value]))

@@ -1,6 +1,7 @@
 """`deconvnet convert-caffe`, then the preset through keras-hub and `deconvnet predict`."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -42,6 +43,14 @@ def test_convert_then_predict(tmp_path, caffemodel, capsys):
                  "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "Loading 59 layers" in printed and "59/59" in printed  # the progress bar
+    # The two counts agree (issue 23: "322,049 values in the file", then "(323,369
+    # values)"): what is loaded from the file plus what is unused is the file's count.
+    in_file = int(re.search(r"\(([\d,]+) values in the file\)", printed)[1].replace(",", ""))
+    loading = re.search(r"Loading 59 layers: ([\d,]+) values from the file(?:, plus "
+                        r"([\d,]+) set by the conversion)?(?:.*; ([\d,]+) of the file's "
+                        r"values are not used)?", printed)
+    from_file, unused = (int((g or "0").replace(",", "")) for g in loading.group(1, 3))
+    assert from_file + unused == in_file
     assert "note: BN: folded scale/shift" in printed
     assert "Wrote DeconvNetImageSegmenter" in printed
     metadata = json.loads((out / "metadata.json").read_text())["keras_deconvnet"]
