@@ -18,11 +18,12 @@ Each artefact runs through `runtimes.load_runner`: TFLite files with integer inp
 (int8 files' default uint8) get the pixels quantized with the input's own scale and
 zero point, and their outputs dequantized.
 
-With `original_images` and a SavedModel among the artefacts, one more row,
-`saved_model_bytes`, compares the SavedModel's `predict_image_bytes` (PNG-encoded
-images of their own sizes) with local whole-image inference at the original image
-sizes (`whole_image.whole_image_probabilities`: the one resize convention both follow);
-its `max_prob_diff` is empty (the signature returns labels only).
+With `original_images` and a SavedModel among the artefacts, two more rows,
+`saved_model_bytes` (PNG) and `saved_model_jpeg` (JPEG, quality 85, decoded locally
+by `load_image`'s decoder), compare the SavedModel's `predict_image_bytes` on images
+of their own sizes with local whole-image inference at those sizes
+(`whole_image.whole_image_probabilities`: the one resize convention both follow);
+their `max_prob_diff` is empty (the signature returns labels only).
 
 `check_parity` raises `ParityError` (with the table) when a format's label agreement
 is below its threshold (`ParityConfig` holds the thresholds and the timing settings).
@@ -44,6 +45,7 @@ from keras_deconvnet.export import model_interface
 from keras_deconvnet.export.runtimes import load_runner, runtime_for
 from keras_deconvnet.export.tflite_inspection import integer_fraction, op_counts
 from keras_deconvnet.inference import whole_image
+from keras_deconvnet.labels import IGNORE_LABEL
 from keras_deconvnet.metrics import confusion_matrix, iou_from_confusion
 
 # Minimum label agreement with Keras (% of pixels) per format: floors that catch a
@@ -58,13 +60,14 @@ from keras_deconvnet.metrics import confusion_matrix, iou_from_confusion
 DEFAULT_THRESHOLDS = {
     "saved_model": 99.9,
     "saved_model_bytes": 99.9,
+    "saved_model_jpeg": 99.9,
     "onnx": 99.9,
     "tflite_float32": 99.9,
     "tflite_float16": 99.0,
     "tflite_dynamic": 85.0,
     "tflite_int8": 80.0,
 }
-IGNORE_LABEL = 255
+JPEG_QUALITY = 85
 
 
 class ParityError(ValueError):
@@ -332,9 +335,10 @@ def check_parity(
     for name, path in artefacts.items():
         report.rows.append(_artefact_row(name, path, reference, config))
     if original_images is not None and "saved_model" in artefacts:
-        report.rows.append(
-            served_parity(model, artefacts["saved_model"], original_images, config)
-        )
+        for encoding in SERVED_ROWS.values():
+            report.rows.append(served_parity(
+                model, artefacts["saved_model"], original_images, config, encoding
+            ))
     if config.raise_on_failure:
         _raise_on_failure(report)
     return report
@@ -347,31 +351,60 @@ def encode_png(image: np.ndarray) -> bytes:
     return tf.io.encode_png(pixels).numpy()
 
 
+def encode_jpeg(image: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
+    """An RGB image `(H, W, 3)` as JPEG bytes (Pillow, 4:2:0), as a camera or a
+    browser upload sends it: lossy, so both sides must decode it the same way."""
+    import io
+
+    from PIL import Image
+
+    pixels = np.clip(np.round(np.asarray(image, np.float32)), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+# The served rows: their name, how the images are encoded, and what the local side
+# decodes (PNG: the pixels themselves; JPEG: the same bytes, through `load_image`'s
+# decoder).
+SERVED_ROWS = {"saved_model_bytes": "png", "saved_model_jpeg": "jpeg"}
+
+
 def served_parity(
     model: keras.Model,
     saved_model_path: str | os.PathLike,
     images: Sequence[np.ndarray],
     config: ParityConfig | None = None,
+    encoding: str = "png",
 ) -> dict:
-    """The `saved_model_bytes` parity row: served labels vs local ones at original sizes.
+    """A served parity row: served labels vs local ones at the images' own sizes.
 
-    Every image is PNG-encoded and sent through the SavedModel's
-    `predict_image_bytes` in one batch (mixed sizes, padded with -1); its labels
-    are compared, pixel for pixel at each image's own size, with the argmax of
-    `config.local_fn(model, image)`.
+    Every image is encoded (`encoding="png"`: the `saved_model_bytes` row, lossless;
+    `"jpeg"`: the `saved_model_jpeg` row, quality 85) and sent through the
+    SavedModel's `predict_image_bytes` in one batch (mixed sizes, padded with -1);
+    its labels are compared, pixel for pixel at each image's own size, with the
+    argmax of `config.local_fn(model, image)`, where a JPEG's local image is its
+    bytes decoded as `deconvnet predict` decodes a file (`images.decode_image_bytes`).
 
     Args:
         model: the exported Keras model.
         saved_model_path: the SavedModel version directory.
         images: RGB images `(H, W, 3)` of any sizes (uint8 or float 0-255).
-        config: the `"saved_model_bytes"` threshold (default 99.9%), `local_fn`,
-            `miou_fn`, and `warmup`/`runs` for the latency of one image through
+        config: the row's threshold (default 99.9%), `local_fn`, `miou_fn`, and
+            `warmup`/`runs` for the latency of one image through
             `predict_image_bytes`; defaults to `ParityConfig()`.
+        encoding: `"png"` or `"jpeg"`.
 
     Returns:
-        The row (`format` `"saved_model_bytes"`; `max_prob_diff` is `None`).
+        The row (`format` `"saved_model_bytes"` or `"saved_model_jpeg"`;
+        `max_prob_diff` is `None`).
     """
+    from keras_deconvnet.inference.images import decode_image_bytes
+
     config = config or ParityConfig()
+    rows = {v: k for k, v in SERVED_ROWS.items()}
+    if encoding not in rows:
+        raise ValueError(f"`encoding` must be 'png' or 'jpeg'. Received: {encoding!r}")
     images = [np.asarray(image) for image in images]
     if not images or any(i.ndim != 3 or i.shape[-1] != 3 for i in images):
         raise ValueError(
@@ -380,7 +413,11 @@ def served_parity(
         )
     num_classes = int(model.outputs[0].shape[-1])
     signature = tf.saved_model.load(str(saved_model_path)).signatures["predict_image_bytes"]
-    encoded = [encode_png(image) for image in images]
+    if encoding == "png":
+        encoded = [encode_png(image) for image in images]
+    else:
+        encoded = [encode_jpeg(image) for image in images]
+        images = [decode_image_bytes(data, max_pixels=None) for data in encoded]
     served = signature(image_bytes=tf.constant(encoded))
     served_labels = served["labels"].numpy()
     sizes = served["image_sizes"].numpy()
@@ -396,10 +433,11 @@ def served_parity(
         local.append(np.asarray(config.local_fn(model, image)).argmax(-1).ravel())
     local_labels, predicted = np.concatenate(local), np.concatenate(predicted)
     agreement = float(100.0 * np.mean(predicted == local_labels))
-    threshold = config.threshold("saved_model_bytes")
+    name = rows[encoding]
+    threshold = config.threshold(name)
     one = tf.constant(encoded[:1])
     return {
-        "format": "saved_model_bytes",
+        "format": name,
         "runtime": "tensorflow",
         "path": str(saved_model_path),
         "size_bytes": None,
@@ -442,9 +480,10 @@ def format_table(rows: Sequence[Mapping]) -> str:
             f"{'-' if integer is None else format(100.0 * integer, '6.1f') + '%':>7} "
             f"{_cell(row['threshold'], '6.1f'):>6}  {'yes' if row['passed'] else 'NO'}"
         )
-    if any(row["format"] == "saved_model_bytes" for row in rows):
+    if any(row["format"] in SERVED_ROWS for row in rows):
         lines.append(
-            "saved_model_bytes: predict_image_bytes vs local whole-image inference at "
-            "the images' own sizes (labels only)."
+            "saved_model_bytes / saved_model_jpeg: predict_image_bytes (PNG / JPEG "
+            "quality 85) vs local whole-image inference at the images' own sizes "
+            "(labels only)."
         )
     return "\n".join(lines)

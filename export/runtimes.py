@@ -19,7 +19,7 @@ import tensorflow as tf
 
 def runtime_for(format_name: str) -> str:
     """`"tensorflow"`, `"litert"` or `"onnxruntime"` for a format name."""
-    if format_name in ("saved_model", "saved_model_bytes"):
+    if format_name in ("saved_model", "saved_model_bytes", "saved_model_jpeg"):
         return "tensorflow"
     if format_name.startswith("tflite"):
         return "litert"

@@ -11,8 +11,10 @@ preprocessing definition, runs inside the graph):
   at the exported size -> `probabilities` float32 `(batch, height, width,
   num_classes)` (softmax) and `labels` int32 `(batch, height, width)` (argmax).
 - `predict_image_bytes`: `image_bytes`, a string batch `(batch,)` of encoded JPEG,
-  PNG, BMP or GIF (first frame) images of any size; grayscale and RGBA are converted
-  to RGB, EXIF orientation is not applied. Each image is predicted with the package's
+  PNG, BMP, GIF (first frame) or WebP images of any size, decoded by
+  `images.decode_image_tensor` (TensorFlow ops; JPEG with the accurate integer DCT,
+  so the pixels equal the local `load_image`'s bit for bit); grayscale and RGBA are
+  converted to RGB, EXIF orientation is not applied. Each image is predicted with the package's
   one whole-image convention (`whole_image.whole_image_probabilities`, what local
   inference does): the converter resizes it to the model input (bilinear,
   half-pixel centres), the model's raw class scores are resized back to the image's
@@ -38,7 +40,7 @@ import tensorflow as tf
 
 from keras_deconvnet import atomic_io
 from keras_deconvnet.export import model_interface
-from keras_deconvnet.inference import whole_image
+from keras_deconvnet.inference import images, whole_image
 
 SERVING_DEFAULT = "serving_default"
 IMAGE_BYTES_SIGNATURE = "predict_image_bytes"
@@ -55,7 +57,8 @@ SIGNATURE_DESCRIPTIONS = {
     IMAGE_BYTES_SIGNATURE: {
         "inputs": {"image_bytes": "string (batch,), encoded JPEG/PNG/BMP/GIF"},
         "convention": (
-            "decode (no EXIF orientation) -> image converter resize to the "
+            "decode (JPEG: accurate integer DCT, as Pillow; no EXIF "
+            "orientation) -> image converter resize to the "
             "model input (bilinear, half-pixel centres, no antialias) -> model "
             "-> raw scores resized to the image size (bilinear, half-pixel) "
             "-> softmax -> argmax"
@@ -163,7 +166,7 @@ def _serve_image_bytes(model: keras.Model, shape: tuple[int, int, int]):
     resize = whole_image.image_converter(model, (height, width))
 
     def decode(data):
-        image = tf.io.decode_image(data, channels=3, expand_animations=False)
+        image = images.decode_image_tensor(data)
         size = tf.shape(image)[:2]
         # The converter resizes (half-pixel bilinear) and normalises.
         return resize(tf.cast(image, tf.float32)[None])[0], size

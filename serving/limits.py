@@ -9,17 +9,20 @@ the value received:
   task larger than its maximum batch size;
 - encoded images (string inputs whose name contains "image"): their sizes are read from
   the headers only (Pillow's `Image.open` does not decode). Each image counts
-  `width x height x frames` against `max_image_pixels` (every frame of an animated GIF
-  is decoded by `tf.io.decode_image`, even with `expand_animations=False`; a GIF frame
-  counts at least `MIN_FRAME_PIXELS`, the decoder's cost per frame, and GIF frames are
-  counted by a scan that stops once over the limit), and the request counts
+  `width x height x frames` against `max_image_pixels`, with the size the decoder
+  will really produce: for a GIF, the largest of the logical screen and every frame's
+  own descriptor (TensorFlow sizes its output by the largest frame, and decodes every
+  frame even with `expand_animations=False`); a GIF frame counts at least
+  `MIN_FRAME_PIXELS`, the decoder's cost per frame, and GIF frames are counted by a
+  scan that stops once over the limit. The request counts
   `largest height x largest width x all frames` against `max_request_pixels`, since
   the label maps of one batch are padded to its largest image. Bytes whose size cannot
   be read are refused: they cannot be bounded;
 - non-finite numbers (NaN, Infinity, or values out of the input's float range) are
   refused (see `tensors.convert_input`);
-- the answer: at most `max_response_values` values, computed from the signature's
-  output shapes before the graph runs when they are known.
+- the answer: at most `max_response_values` values, estimated from the signature's
+  output shapes before the graph runs when they are known, and checked again on the
+  real outputs before anything is encoded (an estimate is never trusted alone).
 """
 
 from __future__ import annotations
@@ -101,24 +104,35 @@ class ImageExtent:
 
 
 def gif_frames(data: bytes, stop_after: int) -> int:
-    """The image descriptors (frames) of a GIF, counting no further than `stop_after`.
+    """The image descriptors (frames) of a GIF, counting no further than `stop_after`."""
+    return gif_frame_extent(data, stop_after)[0]
+
+
+def gif_frame_extent(data: bytes, stop_after: int) -> tuple[int, int, int]:
+    """`(frames, largest frame width, largest frame height)` of a GIF, from its image
+    descriptors, counting no further than `stop_after` frames.
 
     Walks the block structure without decoding (Pillow's `n_frames` does too, but at
-    ~14 us a frame, a minute for a 64 MB file of tiny frames).
+    ~14 us a frame, a minute for a 64 MB file of tiny frames). Every frame's own
+    descriptor counts: TensorFlow's GIF decoder sizes its output by the largest frame,
+    whatever the logical screen says (a 1x1 screen with an 8000x8000 second frame
+    decodes to 8000x8000).
     """
     size = len(data)
     if size < 13:
-        return 1
+        return 1, 0, 0
     position = 13
     if data[10] & 0x80:  # global colour table
         position += 3 * (2 << (data[10] & 7))
-    frames = 0
+    frames = width = height = 0
     while position < size and frames <= stop_after:
         block = data[position]
         if block == 0x2C:  # image descriptor, local colour table, LZW code size
             frames += 1
             if position + 10 > size:
                 break
+            frame_width, frame_height = struct.unpack_from("<HH", data, position + 5)
+            width, height = max(width, frame_width), max(height, frame_height)
             flags = data[position + 9]
             position += 10 + (3 * (2 << (flags & 7)) if flags & 0x80 else 0) + 1
         elif block == 0x21:  # extension: label, then data sub-blocks
@@ -130,7 +144,7 @@ def gif_frames(data: bytes, stop_after: int) -> int:
             position += 1 + length
             if length == 0:
                 break
-    return max(frames, 1)
+    return max(frames, 1), width, height
 
 
 def read_extent(
@@ -154,9 +168,9 @@ def read_extent(
             frames, frame_cost = 1, 0
             if image.format == "GIF":
                 frame_cost = MIN_FRAME_PIXELS
-                per_frame = max(width * height, frame_cost)
-                stop = (max_pixels // per_frame + 1) if max_pixels else len(data)
-                frames = gif_frames(data, stop)
+                stop = (max_pixels // frame_cost + 1) if max_pixels else len(data)
+                frames, frame_width, frame_height = gif_frame_extent(data, stop)
+                width, height = max(width, frame_width), max(height, frame_height)
             elif image.format == "WEBP":
                 frames = int(getattr(image, "n_frames", 1) or 1)
     except Image.DecompressionBombError as e:

@@ -12,8 +12,10 @@ from keras_deconvnet.export.tflite_quantization import DEFAULT_INT8_IO, INT8_IO
 
 # Rows of the parity table: the formats, plus the served-vs-local row at original
 # image sizes.
-PARITY_ROWS = (*FORMATS, "saved_model_bytes")
-FLOAT_FORMATS = ("saved_model", "saved_model_bytes", "tflite_float32", "onnx")
+PARITY_ROWS = (*FORMATS, "saved_model_bytes", "saved_model_jpeg")
+FLOAT_FORMATS = (
+    "saved_model", "saved_model_bytes", "saved_model_jpeg", "tflite_float32", "onnx"
+)
 PRESET_FLOAT_THRESHOLD = 95.0
 
 EPILOG = """\

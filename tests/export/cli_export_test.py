@@ -40,7 +40,8 @@ def test_cli_exports_a_keras_file(trained, tmp_path, capsys):
     assert "agree %" in printed and "tflite_int8" in printed and "int ops" in printed
     rows = json.loads((out / "parity.json").read_text())["rows"]
     assert [row["format"] for row in rows] == [
-        "keras", "saved_model", "tflite_int8", "onnx", "saved_model_bytes"]
+        "keras", "saved_model", "tflite_int8", "onnx", "saved_model_bytes",
+        "saved_model_jpeg"]
     assert rows[1]["label_agreement"] == 100.0 and rows[2]["threshold"] == 50.0
     assert rows[0]["miou_vs_labels"] is not None
     assert rows[4]["images"] == [[70, 90]] and rows[4]["threshold"] == 99.0

@@ -40,7 +40,7 @@ def test_layout_and_parity_table(trained, exported):
     assert config["tflite"]["int8_io"] == "uint8"
 
     rows = {row["format"]: row for row in json.loads((out / "parity.json").read_text())["rows"]}
-    assert list(rows) == ["keras", *FORMATS, "saved_model_bytes"]
+    assert list(rows) == ["keras", *FORMATS, "saved_model_bytes", "saved_model_jpeg"]
     for fmt in ("saved_model", "tflite_float32", "onnx"):
         assert rows[fmt]["label_agreement"] == 100.0, fmt
         assert rows[fmt]["max_prob_diff"] < 1e-4, fmt

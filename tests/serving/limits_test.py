@@ -207,3 +207,64 @@ def test_many_tiny_frames_count_their_decoding_cost():
     small = np.array([_tiny_frames_gif(10)], dtype=object)
     (extent,) = check_images(small, RequestLimits())
     assert extent.frames == 10 and extent.pixels == 10 * 1024
+
+
+def test_a_gif_frame_larger_than_its_screen_counts_its_own_size(server, util):
+    # Was: a 48 KB GIF with a 1x1 screen and first frame and an 8000x8000 second frame
+    # counted 2,048 pixels; tf.io.decode_image made it 8000x8000 (HTTP 200 after 27 s,
+    # a 128 MB answer, the server +2 GB).
+    from keras_deconvnet.benchmarks.hostile_images import gif_with_large_frame
+
+    data = gif_with_large_frame(8000, 8000)
+    assert len(data) < 60_000 and Image.open(io.BytesIO(data)).size == (1, 1)
+    status, answer = _predict_bytes(server, util, [data])
+    assert status == 400, answer
+    assert "8000x8000 image of 2 frames (128000000 pixels)" in answer["error"]
+    assert "--max-image-pixels" in answer["error"]
+    _alive(server, util)
+
+
+def test_frames_larger_than_the_canvas_in_other_formats(server, util):
+    # APNG: TensorFlow decodes the IHDR image only (1x1), whatever a later fcTL says;
+    # an animated WebP and a TIFF are refused by the decoder: all bounded, none 500.
+    from keras_deconvnet.benchmarks import hostile_images
+
+    apng = hostile_images.apng_with_large_frame(8000, 8000)
+    status, answer = _predict_bytes(server, util, [apng])
+    assert status == 200, answer
+    assert answer["predictions"][0]["image_sizes"] == [1, 1]
+    for data in (hostile_images.webp_with_large_frame(8000, 8000),
+                 hostile_images.tiff_with_large_page(3000, 3000)):
+        status, answer = _predict_bytes(server, util, [data])
+        assert status == 400, answer
+    _alive(server, util)
+
+
+def test_the_answer_size_is_checked_on_the_real_outputs(tmp_path):
+    # Was: the answer-size check was skipped whenever an estimate existed. A signature
+    # whose image maps are larger than its image sizes say (as the GIF above made
+    # TensorFlow's decoder) is refused after running, before anything is encoded.
+    import tensorflow as tf
+
+    from keras_deconvnet.serving.limits import ImageExtent, RequestLimits
+    from keras_deconvnet.serving.repository import ModelRepository
+
+    class Lying(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec((None,), tf.string, "image_bytes")])
+        def serve(self, image_bytes):
+            rows = tf.shape(image_bytes)[0]
+            side = rows * 0 + 100  # not static: the maps' shape is (None, None, None)
+            return {"labels": tf.fill(tf.stack([rows, side, side]), 0),
+                    "image_sizes": tf.ones((rows, 2), tf.int32)}
+
+    module = Lying()
+    tf.saved_model.save(module, str(tmp_path / "m" / "1"),
+                        signatures={"serving_default": module.serve})
+    repository = ModelRepository.from_base_dir(
+        tmp_path, limits=RequestLimits(max_response_values=1000))
+    inputs = {"image_bytes": np.array([_png(1, 1)], dtype=object)}
+    signature = repository.get("m").signature("")
+    assert signature.output_values(1, ImageExtent(1, 1)) == 3  # the (wrong) estimate
+    with pytest.raises(ServingError, match="10002 values, over the limit of 1000"):
+        repository.predict("m", None, "", inputs)
+    repository.close()
