@@ -37,7 +37,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output directory")
     add_model_args(parser)
     parser.add_argument("--method", choices=("proposals", "whole", "ensemble"),
-                        default="proposals")
+                        default="proposals",
+                        help="proposal-based (the paper's), whole-image, or the "
+                        "DeconvNet + FCN-8s ensemble")
     parser.add_argument("--fcn", help="FCN-8s segmenter (preset) for --method ensemble")
     parser.add_argument("--crf", action="store_true", help="refine with the dense CRF")
     parser.add_argument("--exif-transpose", action="store_true",
@@ -70,8 +72,10 @@ def run(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     results, failures = [], []
     progress = keras.utils.Progbar(len(args.images), unit_name="image")
+    stems = output_stems(args.images)
     for i, name in enumerate(args.images, 1):
         try:
+            check_regular_file(name)
             image = load_image(name, exif_transpose=args.exif_transpose)
         except ImageReadError as e:
             print(f"\ndeconvnet predict: skipped {e}", file=sys.stderr)
@@ -80,7 +84,7 @@ def run(args) -> int:
             continue
         labels = segment_image(image, model, (method,), config, fcn,
                                image_id=Path(name).stem)[method]
-        stem = Path(name).stem
+        stem = stems[i - 1]
         label_path = visualize.save_label_png(labels, out / f"{stem}_labels.png", palette)
         overlay_path = visualize.save_overlay(
             image, labels, out / f"{stem}_overlay.png", names, palette,
@@ -96,3 +100,46 @@ def run(args) -> int:
     print(f"{len(results)} image(s) segmented, {len(failures)} failed; "
           f"outputs and predictions.json in {out}")
     return 1 if failures else 0
+
+
+def output_stems(images: list[str]) -> list[str]:
+    """One output name per input: the file's stem, made unique by a `-N` suffix.
+
+    Two inputs with the same stem (`a/x.jpg`, `b/x.png`) would otherwise write the
+    same `x_labels.png`. The first keeps its stem; names are compared without case,
+    as on case-insensitive file systems.
+
+    Example:
+
+    >>> output_stems(["a/x.jpg", "b/x.png", "x-2.jpg", "c/X.jpg"])
+    ['x', 'x-3', 'x-2', 'X-4']
+    """
+    taken = {Path(name).stem.lower() for name in images}
+    used, stems = set(), []
+    for name in images:
+        stem = Path(name).stem
+        candidate, n = stem, 1
+        while candidate.lower() in used or (n > 1 and candidate.lower() in taken):
+            n += 1
+            candidate = f"{stem}-{n}"
+        used.add(candidate.lower())
+        stems.append(candidate)
+    return stems
+
+
+def check_regular_file(name: str) -> None:
+    """Raises `ImageReadError` for a FIFO, device, socket or directory (reading a FIFO
+    would block forever); a missing file is left to the image reader's own error."""
+    import stat
+
+    from keras_deconvnet.inference import ImageReadError
+
+    try:
+        mode = Path(name).stat().st_mode
+    except OSError:
+        return
+    if not stat.S_ISREG(mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a directory" if stat.S_ISDIR(mode)
+                else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+        raise ImageReadError(f"{name}: {kind}, not an image file")

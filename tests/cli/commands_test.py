@@ -143,3 +143,28 @@ def test_predict_writes_pictures_and_skips_bad_files(saved_models, tmp_path):
     labels = Image.open(out / "rgb_labels.png")
     assert labels.mode == "P" and labels.size == (70, 50)
     assert Image.open(out / "deep_overlay.png").size[0] > 0
+
+
+def test_predict_names_outputs_uniquely_and_skips_fifos(saved_models, tmp_path, capsys):
+    import os
+
+    for folder, suffix, value in (("a", "jpg", 30), ("b", "png", 220)):
+        (tmp_path / folder).mkdir()
+        Image.fromarray(np.full((40, 60, 3), value, np.uint8)).save(
+            tmp_path / folder / f"x.{suffix}")
+    os.mkfifo(tmp_path / "pipe.jpg")  # reading it would block forever
+    out = tmp_path / "pred"
+    code = main(["predict", str(tmp_path / "a/x.jpg"), str(tmp_path / "pipe.jpg"),
+                 str(tmp_path / "b/x.png"), "--model", str(saved_models / "deconvnet"),
+                 "--out", str(out), "--method", "whole"])
+    assert code == 1  # the FIFO was skipped and reported
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert any("pipe.jpg: a FIFO, not an image file" in line for line in err), err
+    report = json.loads((out / "predictions.json").read_text())
+    assert [f["image"] for f in report["failures"]] == [str(tmp_path / "pipe.jpg")]
+    entries = report["predictions"]
+    assert [e["image"] for e in entries] == [str(tmp_path / "a/x.jpg"),
+                                             str(tmp_path / "b/x.png")]
+    files = [e[k] for e in entries for k in ("labels", "overlay")]
+    assert len(set(files)) == 4 and all(os.path.exists(f) for f in files)
+    assert entries[1]["labels"].endswith("x-2_labels.png")
