@@ -51,7 +51,7 @@ INSTALLED_AS = {"keras_deconvnet": "keras_deconvnet", "export": "keras_deconvnet
 LAYERS = (
     ("keras_deconvnet.version", 0), ("keras_deconvnet.tensorflow_startup", 0),
     ("keras_deconvnet.labels", 0), ("keras_deconvnet.atomic_io", 0),
-    ("keras_deconvnet.private_apis", 0),
+    ("keras_deconvnet.private_apis", 0), ("keras_deconvnet.backends", 0),
     ("keras_deconvnet.layers", 1), ("keras_deconvnet.metrics", 1),
     ("keras_deconvnet.models", 2),
     ("keras_deconvnet.data", 3), ("keras_deconvnet.training", 3),

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from keras_deconvnet.labels import IGNORE_LABEL
 
@@ -231,6 +231,7 @@ class MeanIoU(keras.metrics.Metric):
     mean over classes with `TP + FP + FN > 0`. Works in `model.fit`/`evaluate`, with
     `jit_compile`, and under `tf.distribute` strategies (the matrix is a sum-
     aggregated variable, so each replica counts its pixels and reads add them up).
+    Written in `keras.ops`: the same counts on TensorFlow, JAX and PyTorch.
 
     Why not `keras.metrics.MeanIoU`: in Keras 3.15 it does skip `ignore_class` and
     average over the classes present, but it needs `sparse_y_pred=False` for score
@@ -239,7 +240,9 @@ class MeanIoU(keras.metrics.Metric):
     matrix nor per-class IoU or accuracies. This class pins the VOC definition
     whatever the Keras version, shares it with the numpy reference
     (`result_dict()` is `iou_from_confusion` of the same matrix), and counts in
-    float64 (exact to 2^53 pixels, and reduced across replicas like any float).
+    float64 (exact to 2^53 pixels, and reduced across replicas like any float); on
+    JAX without `jax_enable_x64`, in a compensated pair of float32 matrices (the
+    same counts: their sum is exact far past a dataset's pixels).
 
     Args:
         num_classes: int, number of classes (background included).
@@ -286,57 +289,86 @@ class MeanIoU(keras.metrics.Metric):
             )
         self.ignore_class = None if ignore_class is None else int(ignore_class)
         self._direction = "up"
+        count_dtype = "float64" if float64_available() else "float32"
         self.total_cm = self.add_variable(
             shape=(self.num_classes, self.num_classes),
             initializer="zeros",
-            dtype="float64",
+            dtype=count_dtype,
             aggregation="sum",
             name="total_confusion_matrix",
         )
+        self.total_cm_error = None
+        if count_dtype != "float64":
+            self.total_cm_error = self.add_variable(
+                shape=(self.num_classes, self.num_classes),
+                initializer="zeros",
+                dtype=count_dtype,
+                aggregation="sum",
+                name="total_confusion_matrix_error",
+            )
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        y_true = tf.convert_to_tensor(y_true)
-        y_pred = tf.convert_to_tensor(y_pred)
-        if y_pred.dtype.is_floating:
-            y_pred = tf.argmax(y_pred, axis=-1, output_type=tf.int32)
-        if y_true.dtype.is_floating:
-            y_true = tf.round(y_true)
-        y_true = tf.cast(y_true, tf.int32)
-        y_pred = tf.cast(y_pred, tf.int32)
-        if y_true.shape.rank is not None and y_true.shape.rank == y_pred.shape.rank + 1:
-            y_true = tf.squeeze(y_true, axis=-1)
+        y_true = ops.convert_to_tensor(y_true)
+        y_pred = ops.convert_to_tensor(y_pred)
+        if _is_float(y_pred):
+            y_pred = ops.argmax(y_pred, axis=-1)
+        if _is_float(y_true):
+            y_true = ops.round(y_true)
+        y_true = ops.cast(y_true, "int32")
+        y_pred = ops.cast(y_pred, "int32")
+        if len(y_true.shape) == len(y_pred.shape) + 1:
+            y_true = ops.squeeze(y_true, axis=-1)
+        dtype = self.total_cm.dtype
         weights = None
         if sample_weight is not None:
-            weights = _broadcast_weights(sample_weight, y_true)
-        y_true = tf.reshape(y_true, [-1])
-        y_pred = tf.reshape(y_pred, [-1])
+            weights = _broadcast_weights(sample_weight, y_true, dtype)
+        y_true = ops.reshape(y_true, (-1,))
+        y_pred = ops.reshape(y_pred, (-1,))
         n = self.num_classes
         valid = (y_true >= 0) & (y_true < n) & (y_pred >= 0) & (y_pred < n)
         if self.ignore_class is not None:
-            valid &= tf.not_equal(y_true, self.ignore_class)
-        valid_weights = tf.cast(valid, tf.float64)
+            valid = valid & ops.not_equal(y_true, self.ignore_class)
+        valid_weights = ops.cast(valid, dtype)
         if weights is not None:
-            valid_weights *= weights
-        index = tf.where(valid, y_true * n + y_pred, 0)
-        counts = tf.math.unsorted_segment_sum(valid_weights, index, n * n)
-        self.total_cm.assign_add(tf.reshape(counts, (n, n)))
+            valid_weights = valid_weights * weights
+        index = ops.where(valid, y_true * n + y_pred, 0)
+        counts = ops.reshape(
+            ops.segment_sum(valid_weights, index, num_segments=n * n), (n, n))
+        if self.total_cm_error is None:
+            self.total_cm.assign_add(counts)
+            return
+        # Compensated (two-sum) accumulation in float32 pairs where float64 is off
+        # (JAX without x64): `total_cm + total_cm_error` stays exact.
+        total = ops.convert_to_tensor(self.total_cm)
+        summed = total + counts
+        added = summed - total
+        error = (total - (summed - added)) + (counts - added)
+        self.total_cm.assign(summed)
+        self.total_cm_error.assign_add(error)
 
     def result(self):
-        cm = tf.convert_to_tensor(self.total_cm)
-        tp = tf.linalg.diag_part(cm)
-        union = tf.reduce_sum(cm, axis=0) + tf.reduce_sum(cm, axis=1) - tp
+        cm = ops.convert_to_tensor(self.total_cm)
+        if self.total_cm_error is not None:
+            cm = cm + ops.convert_to_tensor(self.total_cm_error)
+        tp = ops.diagonal(cm)
+        union = ops.sum(cm, axis=0) + ops.sum(cm, axis=1) - tp
         present = union > 0
-        iou = tf.where(present, tp / tf.where(present, union, 1.0), 0.0)
-        count = tf.reduce_sum(tf.cast(present, tf.float64))
-        mean = tf.reduce_sum(iou) / tf.maximum(count, 1.0)
-        return tf.cast(mean, self.dtype)
+        iou = ops.where(present, tp / ops.where(present, union, 1.0), 0.0)
+        count = ops.sum(ops.cast(present, cm.dtype))
+        mean = ops.sum(iou) / ops.maximum(count, 1.0)
+        return ops.cast(mean, self.dtype)
 
     def reset_state(self):
-        self.total_cm.assign(tf.zeros((self.num_classes, self.num_classes), tf.float64))
+        for variable in (self.total_cm, self.total_cm_error):
+            if variable is not None:
+                variable.assign(ops.zeros(variable.shape, variable.dtype))
 
     def confusion_matrix(self) -> np.ndarray:
         """The accumulated matrix as int64 numpy, rows ground truth (summed over replicas)."""
-        return np.rint(keras.ops.convert_to_numpy(self.total_cm)).astype(np.int64)
+        cm = keras.ops.convert_to_numpy(self.total_cm).astype(np.float64)
+        if self.total_cm_error is not None:
+            cm += keras.ops.convert_to_numpy(self.total_cm_error)
+        return np.rint(cm).astype(np.int64)
 
     def result_dict(self) -> dict:
         """`iou_from_confusion` of the accumulated matrix: per-class IoU, accuracies."""
@@ -351,13 +383,25 @@ class MeanIoU(keras.metrics.Metric):
         }
 
 
-def _broadcast_weights(sample_weight, y_true):
-    """Per-pixel float64 weights, flattened: scalar, per-image `(batch,)` or per-pixel."""
-    weights = tf.cast(tf.convert_to_tensor(sample_weight), tf.float64)
-    rank = y_true.shape.rank
-    if weights.shape.rank is not None and rank is not None:
-        if weights.shape.rank == rank + 1 and weights.shape[-1] == 1:
-            weights = tf.squeeze(weights, axis=-1)
-        while 0 < weights.shape.rank < rank:
-            weights = weights[..., tf.newaxis]
-    return tf.reshape(tf.broadcast_to(weights, tf.shape(y_true)), [-1])
+def float64_available() -> bool:
+    """Whether this backend computes in float64 (JAX only with `jax_enable_x64`)."""
+    if keras.config.backend() != "jax":
+        return True
+    import jax
+
+    return bool(jax.config.jax_enable_x64)
+
+
+def _is_float(x) -> bool:
+    return "float" in keras.backend.standardize_dtype(x.dtype)
+
+
+def _broadcast_weights(sample_weight, y_true, dtype):
+    """Per-pixel weights, flattened: scalar, per-image `(batch,)` or per-pixel."""
+    weights = ops.cast(ops.convert_to_tensor(sample_weight), dtype)
+    rank = len(y_true.shape)
+    if len(weights.shape) == rank + 1 and weights.shape[-1] == 1:
+        weights = ops.squeeze(weights, axis=-1)
+    while 0 < len(weights.shape) < rank:
+        weights = ops.expand_dims(weights, -1)
+    return ops.reshape(ops.broadcast_to(weights, ops.shape(y_true)), (-1,))

@@ -30,20 +30,23 @@ def conv_bn_relu(
     padding: str = "same",
     conv_cls=keras.layers.Conv2D,
     batch_norm_beta_initializer="zeros",
+    dtype=None,
     **conv_kwargs,
 ):
     """Convolution, optional BatchNorm, ReLU, named `name`, `name_bn`, `name_relu`.
 
     `conv_kwargs` go to the convolution (e.g. `kernel_initializer`);
     `batch_norm_beta_initializer` is the BatchNorm shift's (the original's BN
-    layers: `shift_filler { type: 'constant' value: 0.001 }`).
+    layers: `shift_filler { type: 'constant' value: 0.001 }`). `dtype` (a dtype
+    policy, as keras-hub's backbones pass it to every layer) goes to all three.
     """
-    x = conv_cls(filters, kernel_size, padding=padding, name=name, **conv_kwargs)(x)
+    x = conv_cls(filters, kernel_size, padding=padding, name=name, dtype=dtype,
+                 **conv_kwargs)(x)
     if use_batch_norm:
         x = keras.layers.BatchNormalization(
             epsilon=batch_norm_epsilon, beta_initializer=batch_norm_beta_initializer,
-            name=f"{name}_bn")(x)
-    return keras.layers.ReLU(name=f"{name}_relu")(x)
+            dtype=dtype, name=f"{name}_bn")(x)
+    return keras.layers.ReLU(dtype=dtype, name=f"{name}_relu")(x)
 
 
 def apply_vgg16_encoder(
@@ -55,6 +58,7 @@ def apply_vgg16_encoder(
     pooling: str = "argmax",
     input_padding: int = 0,
     batch_norm_beta_initializer="zeros",
+    dtype=None,
 ):
     """Applies VGG16's convolution blocks, each ending in a 2x2 max pooling.
 
@@ -69,6 +73,7 @@ def apply_vgg16_encoder(
         input_padding: zeros added on every side before `block1_conv1`, which then
             pads nothing (FCN's `conv1_1` with pad 100 is `input_padding=100`).
         batch_norm_beta_initializer: the BatchNorm shifts' initializer.
+        dtype: the dtype policy of every layer (`None`: Keras's global policy).
 
     Returns:
         `(x, pools, switches)`: the pool5 output, the output of every pooling, and
@@ -77,21 +82,36 @@ def apply_vgg16_encoder(
     if pooling not in POOLINGS:
         raise ValueError(f"`pooling` must be one of {POOLINGS}. Received: pooling={pooling!r}")
     if input_padding:
-        x = keras.layers.ZeroPadding2D(input_padding, name="block1_input_padding")(x)
+        x = keras.layers.ZeroPadding2D(input_padding, dtype=dtype,
+                                       name="block1_input_padding")(x)
     pools, switches = [], []
     for block, (filters, depth) in enumerate(zip(block_filters, block_depths), 1):
         for i in range(1, depth + 1):
             padding = "valid" if input_padding and block == 1 and i == 1 else "same"
             x = conv_bn_relu(x, filters, 3, f"block{block}_conv{i}", use_batch_norm,
                              batch_norm_epsilon, padding=padding,
-                             batch_norm_beta_initializer=batch_norm_beta_initializer)
+                             batch_norm_beta_initializer=batch_norm_beta_initializer,
+                             dtype=dtype)
         if pooling == "argmax":
-            x, block_switches = MaxPoolWithArgmax(name=f"block{block}_pool")(x)
+            x, block_switches = MaxPoolWithArgmax(dtype=dtype, name=f"block{block}_pool")(x)
             switches.append(block_switches)
         else:
-            x = keras.layers.MaxPooling2D(2, padding="same", name=f"block{block}_pool")(x)
+            x = keras.layers.MaxPooling2D(2, padding="same", dtype=dtype,
+                                          name=f"block{block}_pool")(x)
         pools.append(x)
     return x, pools, switches
+
+
+def minimum_input_size(num_blocks: int, smallest_pool5: int) -> int:
+    """The smallest input side (pixels) whose pool5 map is `smallest_pool5` wide.
+
+    Each of the `num_blocks` 2x2 poolings rounds up (`ceil(size / 2)`), so the input
+    needs more than `(smallest_pool5 - 1) * 2**num_blocks` pixels.
+
+    >>> minimum_input_size(5, 3), minimum_input_size(5, 7), minimum_input_size(5, 1)
+    (65, 193, 1)
+    """
+    return (smallest_pool5 - 1) * 2**num_blocks + 1
 
 
 def validate_vgg_config(
@@ -136,7 +156,8 @@ def validate_vgg_config(
             raise ValueError(
                 f"The input is too small: {len(block_filters)} poolings shrink it by "
                 f"{factor} to {-(-size // factor)}, less than fc_kernel_size="
-                f"{smallest}. Use an input of at least {(smallest - 1) * factor + 1} "
+                f"{smallest}. Use an input of at least "
+                f"{minimum_input_size(len(block_filters), smallest)} "
                 f"pixels or a smaller fc_kernel_size. "
                 f"Received: image_shape={tuple(image_shape)}"
             )

@@ -63,7 +63,7 @@ class ClassWeightedCrossentropy(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         y_true = ops.cast(y_true, "int32")
-        if y_true.shape.rank == y_pred.shape.rank:
+        if len(y_true.shape) == len(y_pred.shape):
             y_true = ops.squeeze(y_true, -1)
         valid = ops.ones_like(y_true, dtype="bool")
         if self.ignore_class is not None:

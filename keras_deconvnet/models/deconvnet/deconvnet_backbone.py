@@ -95,8 +95,9 @@ class DeconvNetBackbone(preset_utils.NamedConfigBackboneMixin, Backbone):
             kernels Gaussian with std 0.01, zero biases, every BatchNorm's scale 1
             and shift 0.001) or `"glorot"` (Keras's defaults). Only the initial
             values differ; loaded weights replace them.
-        **kwargs: `keras_hub.models.Backbone` arguments (`name`, `dtype`,
-            `trainable`).
+        dtype: the dtype policy of every layer (`"mixed_bfloat16"`, ...), as
+            keras-hub's backbones take it. Defaults to Keras's global policy.
+        **kwargs: `keras_hub.models.Backbone` arguments (`name`, `trainable`).
 
     Example:
 
@@ -124,6 +125,7 @@ class DeconvNetBackbone(preset_utils.NamedConfigBackboneMixin, Backbone):
         batch_norm_epsilon: float = 1e-3,
         image_shape=(224, 224, 3),
         decoder_initializer: str = "caffe",
+        dtype=None,
         **kwargs,
     ):
         image_shape = tuple(image_shape)
@@ -135,7 +137,7 @@ class DeconvNetBackbone(preset_utils.NamedConfigBackboneMixin, Backbone):
         )
         conv = vgg16_encoder.conv_bn_relu
         bn = dict(use_batch_norm=use_batch_norm, batch_norm_epsilon=batch_norm_epsilon,
-                  **bn_init)
+                  dtype=dtype, **bn_init)
 
         # === Functional model ===
         inputs = keras.Input(shape=image_shape, name="images")
@@ -149,11 +151,11 @@ class DeconvNetBackbone(preset_utils.NamedConfigBackboneMixin, Backbone):
         x = conv(x, block_filters[-1], fc_kernel_size, "deconv_fc6", padding="valid",
                  conv_cls=FullyConnectedConv2DTranspose, **bn, **decoder_conv)
         for block in range(len(block_filters), 0, -1):
-            x = Unpool(name=f"unpool{block}")(x, switches[block - 1])
+            x = Unpool(dtype=dtype, name=f"unpool{block}")(x, switches[block - 1])
             widths = decoder_filters(block_filters, block_depths, block)
             for i, width in enumerate(widths, 1):
                 x = conv(x, width, 3, f"deconv{block}_{i}", **bn, **decoder_conv)
-        super().__init__(inputs=inputs, outputs=x, **kwargs)
+        super().__init__(inputs=inputs, outputs=x, dtype=dtype, **kwargs)
 
         # === Config ===
         self._store_config(locals())

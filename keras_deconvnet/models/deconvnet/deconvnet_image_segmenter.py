@@ -60,7 +60,8 @@ class DeconvNetImageSegmenter(SegmenterMixin, ImageSegmenter):
         if getattr(backbone, "decoder_initializer", None) == "caffe":
             initializer = keras.initializers.RandomNormal(stddev=0.01)
         self.score = keras.layers.Conv2D(
-            num_classes, 1, kernel_initializer=initializer, name="score"
+            num_classes, 1, kernel_initializer=initializer, dtype=backbone.dtype_policy,
+            name="score",
         )
 
         # === Functional model ===

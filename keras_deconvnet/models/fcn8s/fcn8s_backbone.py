@@ -34,6 +34,7 @@ class FCN8sBackbone(preset_utils.NamedConfigBackboneMixin, Backbone):
         batch_norm_epsilon: Defaults to `1e-3`.
         input_padding: `0` or the original's `100`. Defaults to `0`.
         image_shape: `(height, width, 3)`. Defaults to `(None, None, 3)`.
+        dtype: the dtype policy of every layer, as keras-hub's backbones take it.
         **kwargs: `keras_hub.models.Backbone` arguments.
 
     Example:
@@ -59,6 +60,7 @@ class FCN8sBackbone(preset_utils.NamedConfigBackboneMixin, Backbone):
         batch_norm_epsilon: float = 1e-3,
         input_padding: int = 0,
         image_shape=(None, None, 3),
+        dtype=None,
         **kwargs,
     ):
         image_shape = tuple(image_shape)
@@ -80,7 +82,8 @@ class FCN8sBackbone(preset_utils.NamedConfigBackboneMixin, Backbone):
             image_shape, block_filters, block_depths, fc_units, fc_kernel_size,
             min_pool5_size=1,
         )
-        bn = dict(use_batch_norm=use_batch_norm, batch_norm_epsilon=batch_norm_epsilon)
+        bn = dict(use_batch_norm=use_batch_norm, batch_norm_epsilon=batch_norm_epsilon,
+                  dtype=dtype)
 
         # === Functional model ===
         inputs = keras.Input(shape=image_shape, name="images")
@@ -93,7 +96,7 @@ class FCN8sBackbone(preset_utils.NamedConfigBackboneMixin, Backbone):
                                        padding=fc6_padding, **bn)
         x = vgg16_encoder.conv_bn_relu(x, fc_units, 1, "fc7", **bn)
         outputs = {"pool3": pools[2], "pool4": pools[3], "fc7": x}
-        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)
 
         # === Config ===
         self._store_config(locals())

@@ -55,6 +55,7 @@ class FCN8sImageSegmenter(SegmenterMixin, ImageSegmenter):
             block_depths=backbone.block_depths,
         )
         original = bool(backbone.input_padding)
+        dtype = backbone.dtype_policy  # keras-hub's heads compute as their backbone
         padding = "valid" if original else "same"
 
         def upsample(factor, name, use_bias=False):
@@ -64,16 +65,17 @@ class FCN8sImageSegmenter(SegmenterMixin, ImageSegmenter):
                 kernel_initializer=keras.initializers.Constant(
                     bilinear_kernel(size, num_classes)
                 ),
+                dtype=dtype,
                 name=name,
             )
 
         # === Layers ===
-        self.score_fr = keras.layers.Conv2D(num_classes, 1, name="score_fr")
+        self.score_fr = keras.layers.Conv2D(num_classes, 1, dtype=dtype, name="score_fr")
         self.score_pool4 = keras.layers.Conv2D(
-            num_classes, 1, kernel_initializer="zeros", name="score_pool4"
+            num_classes, 1, kernel_initializer="zeros", dtype=dtype, name="score_pool4"
         )
         self.score_pool3 = keras.layers.Conv2D(
-            num_classes, 1, kernel_initializer="zeros", name="score_pool3"
+            num_classes, 1, kernel_initializer="zeros", dtype=dtype, name="score_pool3"
         )
         # The original's score2 has a bias, score4 and upsample do not.
         self.upscore2 = upsample(2, "upscore2", use_bias=True)
@@ -85,15 +87,16 @@ class FCN8sImageSegmenter(SegmenterMixin, ImageSegmenter):
         features = backbone(inputs)
         up = self.upscore2(self.score_fr(features["fc7"]))
         skip = self.score_pool4(features["pool4"])
-        fused = keras.layers.Add(name="fuse_pool4")(
-            self._align(up, skip, pool4_offset, original, "score_pool4_crop")
+        fused = keras.layers.Add(dtype=dtype, name="fuse_pool4")(
+            self._align(up, skip, pool4_offset, original, "score_pool4_crop", dtype)
         )
         up = self.upscore_pool4(fused)
         skip = self.score_pool3(features["pool3"])
-        fused = keras.layers.Add(name="fuse_pool3")(
-            self._align(up, skip, pool3_offset, original, "score_pool3_crop")
+        fused = keras.layers.Add(dtype=dtype, name="fuse_pool3")(
+            self._align(up, skip, pool3_offset, original, "score_pool3_crop", dtype)
         )
-        x = CropToMatch(final_offset, name="upscore8_crop")(self.upscore8(fused), inputs)
+        x = CropToMatch(final_offset, dtype=dtype, name="upscore8_crop")(
+            self.upscore8(fused), inputs)
         outputs = output_activation(x, activation)
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
 
@@ -102,9 +105,9 @@ class FCN8sImageSegmenter(SegmenterMixin, ImageSegmenter):
         self.preprocessor = preprocessor
 
     @staticmethod
-    def _align(up, skip, offset, original, name):
+    def _align(up, skip, offset, original, name, dtype=None):
         """The original crops the skip scores to the upsampled grid; with "same"
         padding the upsampled map is the larger one and is cropped instead."""
         if original:
-            return [up, CropToMatch(offset, name=name)(skip, up)]
-        return [CropToMatch(0, name=name)(up, skip), skip]
+            return [up, CropToMatch(offset, dtype=dtype, name=name)(skip, up)]
+        return [CropToMatch(0, dtype=dtype, name=name)(up, skip), skip]

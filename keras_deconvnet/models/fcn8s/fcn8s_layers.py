@@ -6,7 +6,6 @@ from fractions import Fraction
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 
 @keras.saving.register_keras_serializable(package="keras_deconvnet")
@@ -41,7 +40,7 @@ class CropToMatch(keras.layers.Layer):
             )
 
     def call(self, inputs, reference):
-        size = tf.shape(reference)
+        size = keras.ops.shape(reference)
         o = self.offset
         return inputs[:, o : o + size[1], o : o + size[2], :]
 
