@@ -3,6 +3,12 @@
 Everything the package writes (presets, exports, checkpoints, JSON reports) goes
 through a temporary sibling and one `os.replace`, so a kill at any moment leaves the
 previous version or the new one, never half of one.
+
+Modes are those of a plain `open()` / `mkdir()`: `0o666` and `0o777` less the umask
+(0644 files, 0755 directories with umask 0022). `tempfile.mkstemp` and `mkdtemp` create
+0600 and 0700 on purpose; the temporary is set to the umask's mode before it is renamed
+into place, so TF Serving running as another user, a shared model directory or a
+Kubernetes volume can read what is published.
 """
 
 from __future__ import annotations
@@ -46,10 +52,45 @@ def replacing(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         _fsync(tmp)
+        if tmp.is_file():  # a writer may have replaced it by a directory
+            os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the system allows.
+
+    Linux reports it in `/proc/self/status`; elsewhere it is set and restored at once
+    (`os.umask` can only be read by setting it).
+
+    Example:
+
+    >>> 0 <= current_umask() <= 0o777
+    True
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode() -> int:
+    """The mode `open()` gives a new file: `0o666` less the umask (0644 under 0022)."""
+    return 0o666 & ~current_umask()
+
+
+def directory_mode() -> int:
+    """The mode `mkdir()` gives a new directory: `0o777` less the umask (0755 under 0022)."""
+    return 0o777 & ~current_umask()
 
 
 def _fsync(path: Path) -> None:
@@ -145,6 +186,7 @@ def staged_directory(target: str | os.PathLike, overwrite: bool = False) -> Iter
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
     try:
+        os.chmod(staging, directory_mode())  # mkdtemp's 0700 would hide it from others
         yield staging
         _commit_directory(staging, target)
     except BaseException:
