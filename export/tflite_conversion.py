@@ -41,16 +41,21 @@ from keras_deconvnet.export.tflite_quantization import (
     quantize_int8,
     representative_dataset,
 )
-from keras_deconvnet.layers import integer_switches
+from keras_deconvnet.layers import switch_formulation
 
 QUANTIZATIONS = ("float32", "float16", "dynamic", "int8")
 # Models whose variables exceed this many bytes are converted in child processes by
 # default (the paper's network: 1 GB of float32 weights).
 ISOLATE_ABOVE_BYTES = 256 * 2**20
-# The two traces of the inference function in a conversion SavedModel: the exact
-# float switches (float32, float16, dynamic) and the integer-friendly ones (int8).
-EXACT_SIGNATURE = "serving_default"
+# The two traces of the inference function in a conversion SavedModel: the float
+# switches the GPU delegate runs (float32, float16, dynamic; the layers' "arithmetic"
+# formulation, exact on finite input) and the integer-friendly ones (int8).
+FLOAT_SIGNATURE = "serving_default"
 INTEGER_SIGNATURE = "integer_switches"
+# Kept for callers of the earlier name.
+EXACT_SIGNATURE = FLOAT_SIGNATURE
+# The switch formulation traced into each signature (see `keras_deconvnet.layers`).
+SIGNATURE_FORMULATIONS = {FLOAT_SIGNATURE: "arithmetic", INTEGER_SIGNATURE: "integer"}
 
 
 def _check_batch_size(batch_size) -> None:
@@ -152,8 +157,9 @@ def conversion_saved_model(
 
     The SavedModel holds the model's variables once and two signatures of the
     inference function at a fixed `(batch_size, height, width, 3)` input:
-    `EXACT_SIGNATURE` (the layers' exact float switches) and `INTEGER_SIGNATURE`
-    (traced under `integer_switches`, for int8). Writing it streams the variables to
+    `FLOAT_SIGNATURE` (the layers' `"arithmetic"` switches: exact on finite input, and
+    only ops the GPU delegate runs) and `INTEGER_SIGNATURE` (the `"integer"` switches,
+    for int8). Writing it streams the variables to
     disk; the directory is removed when the block ends.
 
     Args:
@@ -187,8 +193,8 @@ def conversion_saved_model(
     module = tf.Module()
     module.weights = _tf_variables(model)
     signatures = {}
-    for name, integer in ((EXACT_SIGNATURE, False), (INTEGER_SIGNATURE, True)):
-        with integer_switches(integer):
+    for name, formulation in SIGNATURE_FORMULATIONS.items():
+        with switch_formulation(formulation):
             traced = tf.function(function, input_signature=[spec])
             signatures[name] = traced.get_concrete_function()
     with tempfile.TemporaryDirectory(prefix="deconvnet-tflite-") as directory:
@@ -298,8 +304,8 @@ def convert_saved_model(
     saved_model_dir = str(saved_model_dir)
     if quantization != "int8":
         if isolate:
-            return _isolated("float", saved_model_dir, EXACT_SIGNATURE, quantization)
-        return _convert_float(saved_model_dir, EXACT_SIGNATURE, quantization)
+            return _isolated("float", saved_model_dir, FLOAT_SIGNATURE, quantization)
+        return _convert_float(saved_model_dir, FLOAT_SIGNATURE, quantization)
     if representative_data is None:
         raise ValueError("`quantization='int8'` needs `representative_data`.")
     batches = np.asarray(representative_data, np.float32)

@@ -5,13 +5,15 @@ window, fc7 (1x1) a 1x1 map and deconv-fc6 a 1x1 input: each is a fully connecte
 As convolutions they are memory-bound on CPU (a third of the paper network's time for
 0.3% of its MACs); as one matmul they run ~10x faster, and TFLite gets FULLY_CONNECTED,
 which the GPU delegate runs. The weights keep the convolution shapes, so checkpoints
-and presets are unchanged, and larger inputs fall back to the convolution.
+and presets are unchanged, and larger inputs fall back to the convolution. Written in
+`keras.ops`; on TensorFlow the transposed matmul reads the kernel transposed
+(`transpose_b`) instead of copying it.
 """
 
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 
 def _is_plain(layer) -> bool:
@@ -21,6 +23,16 @@ def _is_plain(layer) -> bool:
         and layer.data_format == "channels_last"
         and getattr(layer, "groups", 1) == 1
     )
+
+
+def _matmul_transposed(x, kernel):
+    """`x @ kernel^T` without materialising the transpose where the backend can."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.matmul(x, kernel, transpose_b=True)
+    # JAX and PyTorch fold a transposed operand into the matmul call.
+    return ops.matmul(x, ops.transpose(kernel))
 
 
 @keras.saving.register_keras_serializable(package="keras_deconvnet")
@@ -35,8 +47,8 @@ class FullyConnectedConv2D(keras.layers.Conv2D):
 
     >>> import numpy as np
     >>> layer = FullyConnectedConv2D(8, 7, padding="valid")
-    >>> layer(np.zeros((2, 7, 7, 3), "float32")).shape
-    TensorShape([2, 1, 1, 8])
+    >>> tuple(layer(np.zeros((2, 7, 7, 3), "float32")).shape)
+    (2, 1, 1, 8)
     """
 
     def _as_matmul(self, inputs) -> bool:
@@ -51,12 +63,12 @@ class FullyConnectedConv2D(keras.layers.Conv2D):
         if not self._as_matmul(inputs):
             return super().call(inputs)
         height, width, channels = inputs.shape[1:]
-        flat = tf.reshape(inputs, (-1, height * width * channels))
-        kernel = tf.reshape(self.kernel, (height * width * channels, self.filters))
-        outputs = tf.matmul(flat, kernel)
+        flat = ops.reshape(inputs, (-1, height * width * channels))
+        kernel = ops.reshape(self.kernel, (height * width * channels, self.filters))
+        outputs = ops.matmul(flat, kernel)
         if self.use_bias:
             outputs = outputs + self.bias
-        outputs = tf.reshape(outputs, (-1, 1, 1, self.filters))
+        outputs = ops.reshape(outputs, (-1, 1, 1, self.filters))
         return self.activation(outputs) if self.activation is not None else outputs
 
 
@@ -72,8 +84,8 @@ class FullyConnectedConv2DTranspose(keras.layers.Conv2DTranspose):
 
     >>> import numpy as np
     >>> layer = FullyConnectedConv2DTranspose(4, 7, padding="valid")
-    >>> layer(np.zeros((2, 1, 1, 16), "float32")).shape
-    TensorShape([2, 7, 7, 4])
+    >>> tuple(layer(np.zeros((2, 1, 1, 16), "float32")).shape)
+    (2, 7, 7, 4)
     """
 
     def _as_matmul(self, inputs) -> bool:
@@ -89,11 +101,11 @@ class FullyConnectedConv2DTranspose(keras.layers.Conv2DTranspose):
             return super().call(inputs)
         channels = inputs.shape[-1]
         height, width = self.kernel_size
-        flat = tf.reshape(inputs, (-1, channels))
+        flat = ops.reshape(inputs, (-1, channels))
         # Keras keeps transposed-conv kernels as (kh, kw, filters, in_channels).
-        kernel = tf.reshape(self.kernel, (height * width * self.filters, channels))
-        outputs = tf.matmul(flat, kernel, transpose_b=True)
-        outputs = tf.reshape(outputs, (-1, height, width, self.filters))
+        kernel = ops.reshape(self.kernel, (height * width * self.filters, channels))
+        outputs = _matmul_transposed(flat, kernel)
+        outputs = ops.reshape(outputs, (-1, height, width, self.filters))
         if self.use_bias:
             outputs = outputs + self.bias
         return self.activation(outputs) if self.activation is not None else outputs

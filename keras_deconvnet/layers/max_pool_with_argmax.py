@@ -1,31 +1,32 @@
-"""Max pooling that also returns its switches, built only from TFLite builtin ops.
+"""Max pooling that also returns its switches, in `keras.ops` on every backend.
 
-`tf.nn.max_pool_with_argmax` has no TFLite builtin, no XLA kernel on every device, and
-its flat int64 indices differ between CPU and GPU. This layer instead returns the
-switches as a mask over the input, in one of two formulations of the same rule (the
-first maximum of each window, in row-major order):
+`tf.nn.max_pool_with_argmax` has no TFLite builtin, no XLA kernel on every device, no
+JAX or PyTorch counterpart, and its flat int64 indices differ between CPU and GPU. This
+layer instead returns the switches as a mask over the input, computed in one of the
+formulations of `switch_formulation` (the same rule: the first maximum of each window,
+in row-major order):
 
-- exact (the default, and what training, Keras inference, SavedModel, ONNX and the
-  float TFLite files use): one MAX_POOL_2D (and a MINIMUM that keeps an all -inf window
-  at -inf), then SPACE_TO_DEPTH, SPLIT, running MAXIMUMs, EQUAL and SELECT_V2 per
-  window position, CONCATENATION and DEPTH_TO_SPACE; equal to the argmax bit for bit,
-  infinities included;
-- integer (inside `integer_switches()`, what the int8 TFLite export traces): the same
-  MAX_POOL_2D, SPACE_TO_DEPTH, SPLIT, then a SUB and a MUL per position clamped to
-  [-1, 1] (TFLite fuses the clamps) that flag "below the maximum", MULs and SUBs for
-  the first-maximum rule, CONCATENATION and DEPTH_TO_SPACE. Exact on int8 values
-  (whole quantization steps apart); no comparison, select or cast, so an int8 file
-  stays integer and XNNPACK's int8 delegate runs the whole graph.
-
-Every op in both is a TFLite builtin the GPU delegate accepts.
+- `"exact"` (the default: training and Keras inference on every backend, SavedModel,
+  ONNX): one max pool (a MINIMUM keeps an all -inf window at -inf), then
+  space-to-depth, a split, running MAXIMUMs, EQUAL and SELECT_V2 per window position,
+  a concatenation and depth-to-space; equal to the argmax bit for bit, infinities
+  included.
+- `"arithmetic"` (the float TFLite files): the same max pool, space-to-depth and split,
+  then a SUB and ten MULs clamped to [-1, 1] per position (TFLite fuses the clamps)
+  that flag "below the maximum", MULs and SUBs for the first-maximum rule, a
+  concatenation and depth-to-space. Exact on finite input; every op is one the web
+  GPU delegate runs (no comparison, select or bool tensor).
+- `"integer"` (the int8 TFLite file): as `"arithmetic"` with one MUL per position;
+  exact on int8 values, with no comparison, select or cast, so an int8 file stays
+  integer and XNNPACK's int8 delegate runs the whole graph.
 """
 
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
+from keras import ops
 
-from keras_deconvnet.layers import window_ops
+from keras_deconvnet.layers import formulations, window_ops
 
 
 @keras.saving.register_keras_serializable(package="keras_deconvnet")
@@ -40,12 +41,13 @@ class MaxPoolWithArgmax(keras.layers.Layer):
     Feed the switches to `keras_deconvnet.layers.Unpool` to place values back where
     they came from.
 
-    The mask is computed without multiplying values by 0/1 (which turns `inf` into
-    NaN): position `k` of a window is its switch when the running maximum of the
-    positions `0..k` first equals the window's maximum, a MAXIMUM, an EQUAL and a
-    SELECT_V2 per position. Inside `keras_deconvnet.layers.integer_switches()` it is
-    computed with clamped SUB/MUL arithmetic instead, for int8 conversion (see the
-    module docstring).
+    By default the mask is computed without multiplying values by 0/1 (which turns
+    `inf` into NaN): position `k` of a window is its switch when the running maximum
+    of the positions `0..k` first equals the window's maximum, a MAXIMUM, an EQUAL
+    and a SELECT_V2 per position. Inside
+    `keras_deconvnet.layers.switch_formulation("arithmetic")` (the float TFLite
+    files, for GPU delegates) or `"integer"` (int8) it is computed with clamped
+    SUB/MUL arithmetic instead (see the module docstring).
 
     Args:
         pool_size: int, the window size and stride (windows do not overlap).
@@ -74,7 +76,7 @@ class MaxPoolWithArgmax(keras.layers.Layer):
     >>> pooled, switches = MaxPoolWithArgmax()(x)
     >>> float(pooled[0, 0, 0, 0])
     3.0
-    >>> switches[0, :, :, 0].numpy().tolist()  # the first of the two 3s
+    >>> np.asarray(switches)[0, :, :, 0].tolist()  # the first of the two 3s
     [[0.0, 1.0], [0.0, 0.0]]
     """
 
@@ -89,41 +91,44 @@ class MaxPoolWithArgmax(keras.layers.Layer):
 
     def call(self, inputs):
         size = window_ops.spatial_size(inputs)
-        fitted = window_ops.fit_to_windows(inputs, self.pool_size, self.padding)
-        if window_ops.integer_switches_enabled():
-            pooled = tf.nn.max_pool2d(fitted, self.pool_size, self.pool_size, "VALID")
+        k = self.pool_size
+        fitted = window_ops.fit_to_windows(inputs, k, self.padding)
+        # One max pool (a single fused kernel; TFLite's MAX_POOL_2D) whose gradient goes
+        # to the first maximum of each window, as TF's argmax does.
+        pooled = ops.max_pool(fitted, k, k, "valid")
+        formulation = formulations.current_formulation()
+        if formulation != "exact":
             # The last position needs no comparison: it is the switch where no earlier
             # position held the maximum.
-            windows = window_ops.to_windows(fitted, self.pool_size, self.pool_size**2 - 1)
-            switches = window_ops.first_max_flags(windows, pooled)
-            switches = window_ops.from_windows(switches, self.pool_size, size)
-            return pooled, tf.stop_gradient(switches)
-        windows = window_ops.to_windows(fitted, self.pool_size)
+            windows = window_ops.to_windows(fitted, k, k * k - 1)
+            switches = formulations.first_max_flags(
+                windows, pooled, formulations.gains(formulation)
+            )
+            switches = window_ops.from_windows(switches, k, size)
+            return pooled, ops.stop_gradient(switches)
+        windows = window_ops.to_windows(fitted, k)
         # Running maxima over the window positions in row-major order: position k is
         # the switch where the running maximum first reaches the window's maximum.
         running = [windows[0]]
         for window in windows[1:]:
-            running.append(tf.maximum(running[-1], window))
-        # One MAX_POOL_2D (a single fused kernel, TFLite builtin) whose gradient goes
-        # to the first maximum of each window, as TF's argmax does. MINIMUM with the
-        # running maximum only changes an all -inf window, where TF's CPU kernel
-        # returns the lowest finite float instead of -inf.
-        pooled = tf.nn.max_pool2d(fitted, self.pool_size, self.pool_size, "VALID")
-        pooled = tf.minimum(pooled, running[-1])
-        one = tf.ones([], pooled.dtype)
-        zero = tf.zeros([], pooled.dtype)
+            running.append(ops.maximum(running[-1], window))
+        # MINIMUM with the running maximum only changes an all -inf window, where TF's
+        # CPU kernel returns the lowest finite float instead of -inf.
+        pooled = ops.minimum(pooled, running[-1])
+        one = ops.ones((), pooled.dtype)
+        zero = ops.zeros((), pooled.dtype)
         switches = []
         reached_before = None
         for running_max in running:
-            reached = tf.equal(running_max, pooled)
-            switch = tf.where(reached, one, zero)
+            reached = ops.equal(running_max, pooled)
+            switch = ops.where(reached, one, zero)
             if reached_before is not None:
                 # A later tie: the maximum was already reached at an earlier position.
-                switch = tf.where(reached_before, zero, switch)
+                switch = ops.where(reached_before, zero, switch)
             switches.append(switch)
             reached_before = reached
-        switches = window_ops.from_windows(switches, self.pool_size, size)
-        return pooled, tf.stop_gradient(switches)
+        switches = window_ops.from_windows(switches, k, size)
+        return pooled, ops.stop_gradient(switches)
 
     def compute_output_shape(self, input_shape):
         batch, height, width, channels = input_shape

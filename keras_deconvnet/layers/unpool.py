@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
+from keras import ops
 
-from keras_deconvnet.layers import window_ops
+from keras_deconvnet.layers import formulations, window_ops
 
 
 @keras.saving.register_keras_serializable(package="keras_deconvnet")
@@ -15,13 +15,16 @@ class Unpool(keras.layers.Layer):
     The output has the spatial size of the tensor that was pooled (odd sizes
     included), so `Unpool()(y, switches)` equals scattering `y` to the indices of
     `tf.nn.max_pool_with_argmax`: a sparse, enlarged map that the following
-    (de)convolutions densify. It is computed as a nearest-neighbour enlargement of `y`
-    (CONCATENATION + DEPTH_TO_SPACE) from which a SELECT_V2 keeps the switch
-    positions, so it converts to TFLite builtins, stays exact for infinite values
-    (no `inf * 0`) and writes `+0.0` elsewhere, as the scatter does. Inside
-    `keras_deconvnet.layers.integer_switches()` (int8 conversion) the SELECT_V2 is a
-    MUL by the 0/1 switches, which XNNPACK's int8 delegate runs. Gradients flow to
-    `y` at the switch positions only; the switches get none.
+    (de)convolutions densify. By default it is computed as a nearest-neighbour
+    enlargement of `y` (TILE + DEPTH_TO_SPACE) from which a SELECT_V2 keeps the
+    switch positions, so it stays exact for infinite values (no `inf * 0`) and writes
+    `+0.0` elsewhere, as the scatter does. Inside
+    `keras_deconvnet.layers.switch_formulation("arithmetic")` or `"integer"` (the
+    TFLite files) the switches are split into their window positions and each is a
+    MUL with `y` (SPACE_TO_DEPTH, SPLIT, MUL, CONCATENATION, DEPTH_TO_SPACE): ops the
+    GPU delegate and XNNPACK's int8 delegate run, exact on finite values (a zero may
+    come out as `-0.0`). Gradients flow to `y` at the switch positions only; the
+    switches get none.
 
     Args:
         pool_size: int, the `pool_size` of the `MaxPoolWithArgmax` that made the
@@ -42,7 +45,7 @@ class Unpool(keras.layers.Layer):
     >>> from keras_deconvnet.layers import MaxPoolWithArgmax
     >>> x = np.array([[1., 3.], [3., 2.]]).reshape(1, 2, 2, 1)
     >>> pooled, switches = MaxPoolWithArgmax()(x)
-    >>> Unpool()(pooled * 10, switches)[0, :, :, 0].numpy().tolist()
+    >>> np.asarray(Unpool()(pooled * 10, switches))[0, :, :, 0].tolist()
     [[0.0, 30.0], [0.0, 0.0]]
     """
 
@@ -55,21 +58,21 @@ class Unpool(keras.layers.Layer):
         self._check_shapes(inputs_shape, switches_shape)
 
     def call(self, inputs, switches):
-        enlarged = window_ops.from_windows(
-            [inputs] * (self.pool_size**2),
-            self.pool_size,
-            window_ops.spatial_size(switches),
-        )
-        if window_ops.integer_switches_enabled() and switches.dtype != tf.bool:
-            # Switches are exactly 0 or 1 on int8 values: a MUL keeps the file in
-            # XNNPACK's int8 graph, where SELECT_V2 is not.
-            return enlarged * tf.cast(switches, enlarged.dtype)
-        if switches.dtype == tf.bool:
-            keep = switches
-        else:
+        k = self.pool_size
+        size = window_ops.spatial_size(switches)
+        if switches.dtype == "bool":
+            switches = ops.cast(switches, inputs.dtype)
+        if formulations.current_formulation() == "exact":
+            enlarged = window_ops.from_windows([ops.tile(inputs, (1, 1, 1, k * k))], k, size)
             # Switches are exactly 0 or 1 (also after int8 quantization); 0.5 splits them.
-            keep = tf.greater(switches, tf.constant(0.5, switches.dtype))
-        return tf.where(keep, enlarged, tf.zeros([], enlarged.dtype))
+            keep = ops.greater(switches, ops.cast(0.5, switches.dtype))
+            return ops.where(keep, enlarged, ops.zeros((), enlarged.dtype))
+        # Switches are exactly 0 or 1: one MUL per window position, on distinct tensors.
+        height, width = window_ops.spatial_size(inputs)
+        fitted = window_ops.fit_to_size(switches, (height * k, width * k), k)
+        flags = window_ops.to_windows(fitted, k)
+        placed = [inputs * ops.cast(flag, inputs.dtype) for flag in flags]
+        return window_ops.from_windows(placed, k, size)
 
     def _check_shapes(self, inputs_shape, switches_shape):
         if len(inputs_shape) != 4 or len(switches_shape) != 4:

@@ -1,30 +1,31 @@
-"""Shared window bookkeeping for `MaxPoolWithArgmax` and `Unpool`.
+"""Shared window bookkeeping for `MaxPoolWithArgmax` and `Unpool`, in `keras.ops`.
 
-Both layers view a feature map as its pooling windows: SPACE_TO_DEPTH turns a
+Both layers view a feature map as its pooling windows: space-to-depth turns a
 `(B, H, W, C)` map into `pool_size**2` slices of `(B, H/k, W/k, C)`, one per window
-position in row-major order, and DEPTH_TO_SPACE turns such slices back. Where the
-size is static, the padding and cropping below are decided in Python, so a model
-exported with a fixed input size has no dynamic-shape ops in it. `integer_switches`
-selects the int8-friendly switch arithmetic (`first_max_flags`) for both layers.
+position in row-major order, and depth-to-space turns such slices back. On the
+TensorFlow backend those two are `tf.nn.space_to_depth` / `depth_to_space` (one
+SPACE_TO_DEPTH / DEPTH_TO_SPACE builtin each in TFLite, which the GPU delegate runs);
+elsewhere a reshape and a transpose. Where the size is static, the padding and
+cropping below are decided in Python, so a model exported with a fixed input size has
+no dynamic-shape ops in it, and no op takes the same tensor twice (TFLite turns a
+self-concatenation into a COPY node that the web GPU delegate lacks).
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
-from collections.abc import Iterator
-
-import tensorflow as tf
+import keras
+from keras import ops
 
 PADDINGS = ("same", "valid")
 
-_INTEGER_SWITCHES = contextvars.ContextVar("keras_deconvnet_integer_switches", default=False)
-# Gain of the second clamp in `below_max`: a difference of one int8 step of at least
-# 1 / _FLAG_GAIN (pooled inputs spanning 255 / 4096 = 0.06 or more) becomes a flag of
-# exactly 1. The int8 MUL's rescale is then (1/255 * 4096/255) / (1/255) = 16, well
-# inside the [2**-16, 2**8) XNNPACK's int8 multiply accepts (it leaves others to the
-# slower builtin kernel).
-_FLAG_GAIN = 4096.0
+
+def _tensorflow():
+    """The `tensorflow` module on the TensorFlow backend, else `None` (not imported)."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    return tf
 
 
 def validate_pool_size(pool_size) -> int:
@@ -73,36 +74,55 @@ def pooled_dim(size, pool_size: int, padding: str):
     return size // pool_size
 
 
+def _dim(x, axis: int):
+    """A static dimension as a Python int, else (TensorFlow only) a scalar tensor."""
+    if x.shape[axis] is not None:
+        return int(x.shape[axis])
+    return ops.shape(x)[axis]
+
+
 def spatial_size(x):
     """`(height, width)` of an NHWC tensor: Python ints where static, else tensors."""
-    dynamic = tf.shape(x)
-    return tuple(
-        x.shape[axis] if x.shape[axis] is not None else dynamic[axis] for axis in (1, 2)
-    )
+    return _dim(x, 1), _dim(x, 2)
 
 
 def _is_static(value) -> bool:
     return isinstance(value, int)
 
 
+def _crop(x, axis: int, target):
+    return x[:, :target] if axis == 1 else x[:, :, :target]
+
+
+def _repeat_edge(x, axis: int, copies):
+    """`x` followed by `copies` copies of its last row (column) along `axis`.
+
+    A repeated value sits later in every window than the value it copies, so it can
+    never become the first maximum: this pads exactly, without PADV2 and -inf, which
+    edge delegates dislike. The copies come from one TILE, never from concatenating
+    the edge with itself.
+    """
+    edge = x[:, -1:] if axis == 1 else x[:, :, -1:]
+    if copies > 1:
+        multiples = [1, 1, 1, 1]
+        multiples[axis] = copies
+        edge = ops.tile(edge, multiples)
+    return ops.concatenate([x, edge], axis=axis)
+
+
 def _fit_axis(x, axis: int, pool_size: int, padding: str):
     """Pads (same) or crops (valid) one spatial axis to a multiple of `pool_size`."""
-    size = x.shape[axis] if x.shape[axis] is not None else tf.shape(x)[axis]
-    if _is_static(size) and size % pool_size == 0:
-        return x
-    if padding == "valid":
-        target = (size // pool_size) * pool_size
-        return x[:, :target] if axis == 1 else x[:, :, :target]
-    # "same": repeat the last row (column). A repeated value sits later in every
-    # window than the value it copies, so it can never become the first maximum:
-    # this is exact and avoids PADV2 with -inf, which edge delegates dislike.
-    edge = x[:, -1:] if axis == 1 else x[:, :, -1:]
+    size = _dim(x, axis)
     if _is_static(size):
-        copies = pool_size - size % pool_size
-        return tf.concat([x] + [edge] * copies, axis=axis)
+        if size % pool_size == 0:
+            return x
+        if padding == "valid":
+            return _crop(x, axis, (size // pool_size) * pool_size)
+        return _repeat_edge(x, axis, pool_size - size % pool_size)
+    if padding == "valid":
+        return _crop(x, axis, (size // pool_size) * pool_size)
     target = -(-size // pool_size) * pool_size
-    extended = tf.concat([x] + [edge] * (pool_size - 1), axis=axis)
-    return extended[:, :target] if axis == 1 else extended[:, :, :target]
+    return _crop(_repeat_edge(x, axis, pool_size - 1), axis, target)
 
 
 def fit_to_windows(x, pool_size: int, padding: str):
@@ -116,114 +136,80 @@ def fit_to_windows(x, pool_size: int, padding: str):
     return _fit_axis(x, 2, pool_size, padding)
 
 
-def to_windows(x, pool_size: int, count: int | None = None) -> list:
-    """Splits `x` (fitted to whole windows) into window-position slices, row-major
-    order: all `pool_size**2` of them, or the first `count`."""
-    stacked = tf.nn.space_to_depth(x, pool_size)
-    total = pool_size * pool_size
-    if count is None or count == total:
-        return tf.split(stacked, total, axis=-1)
-    # Slice off the positions not needed rather than leave SPLIT outputs unused: the
-    # int8 quantizer cannot give an unused output a scale and keeps the SPLIT in float.
-    # Explicit axes, no ellipsis: the GPU delegate takes STRIDED_SLICE without masks.
-    return tf.split(stacked[:, :, :, : count * x.shape[-1]], count, axis=-1)
-
-
-def from_windows(windows: list, pool_size: int, size) -> tf.Tensor:
-    """Inverse of `to_windows`: interleaves the slices back to spatial `size`.
-
-    Cropping undoes "same" padding; zero padding restores the rows and columns that
-    "valid" pooling dropped.
-    """
-    x = tf.nn.depth_to_space(tf.concat(windows, axis=-1), pool_size)
+def fit_to_size(x, size, pool_size: int):
+    """Crops or edge-pads the spatial size of `x` to `size` (`(height, width)`), which
+    differs from it by less than `pool_size` per axis."""
     for axis, target in zip((1, 2), size):
-        current = x.shape[axis] if x.shape[axis] is not None else tf.shape(x)[axis]
+        current = _dim(x, axis)
         if _is_static(current) and _is_static(target):
             if current > target:
-                x = x[:, :target] if axis == 1 else x[:, :, :target]
+                x = _crop(x, axis, target)
             elif current < target:
-                pad = [[0, 0]] * 4
-                pad[axis] = [0, target - current]
-                x = tf.pad(x, pad)
+                x = _repeat_edge(x, axis, target - current)
             continue
-        x = x[:, :target] if axis == 1 else x[:, :, :target]
-        missing = tf.maximum(target - tf.shape(x)[axis], 0)
-        pad = [[0, 0], [0, 0], [0, 0], [0, 0]]
-        pad[axis] = [0, missing]
-        x = tf.pad(x, pad)
+        # Dynamic (TensorFlow): a window's worth of edge copies covers any shortfall.
+        x = _crop(_repeat_edge(x, axis, pool_size), axis, target)
     return x
 
 
-@contextlib.contextmanager
-def integer_switches(enabled: bool = True) -> Iterator[None]:
-    """Builds the switch masks from integer-friendly arithmetic while the block runs.
+def space_to_depth(x, pool_size: int):
+    """`(B, H, W, C)` -> `(B, H/k, W/k, k*k*C)`, block offsets row-major, as TF's."""
+    tf = _tensorflow()
+    if tf is not None:
+        return tf.nn.space_to_depth(x, pool_size)
+    _, height, width, channels = x.shape
+    k = pool_size
+    x = ops.reshape(x, (-1, height // k, k, width // k, k, channels))
+    x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+    return ops.reshape(x, (-1, height // k, width // k, k * k * channels))
 
-    `MaxPoolWithArgmax` and `Unpool` called (or traced) inside the block compute the
-    switches with SUB and MUL clamped to [-1, 1] (TFLite fuses the clamps as
-    RELU_N1_TO_1) and unpool with a MUL, instead of EQUAL, SELECT_V2, MAXIMUM and
-    MINIMUM. Those are the ops the int8 kernels, XNNPACK's int8 delegate and the GPU
-    delegate all run, so a full-integer TFLite file stays in one accelerated graph.
-    On int8 values (whose differences are whole quantization steps) the result is the
-    exact first-maximum switch; in float it is only approximate (values closer than
-    1/4096 count as ties), so use it for int8 conversion only.
 
-    Args:
-        enabled: `False` restores the exact float formulation inside the block.
+def depth_to_space(x, pool_size: int):
+    """The inverse of `space_to_depth`."""
+    tf = _tensorflow()
+    if tf is not None:
+        return tf.nn.depth_to_space(x, pool_size)
+    _, height, width, depth = x.shape
+    k = pool_size
+    channels = depth // (k * k)
+    x = ops.reshape(x, (-1, height, width, k, k, channels))
+    x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+    return ops.reshape(x, (-1, height * k, width * k, channels))
 
-    Example:
 
-    >>> import numpy as np
-    >>> from keras_deconvnet.layers import MaxPoolWithArgmax
-    >>> x = np.array([[1., 3.], [3., 2.]]).reshape(1, 2, 2, 1)
-    >>> with integer_switches():
-    ...     _, switches = MaxPoolWithArgmax()(x)
-    >>> switches[0, :, :, 0].numpy().tolist()
-    [[0.0, 1.0], [0.0, 0.0]]
+def to_windows(x, pool_size: int, count: int | None = None) -> list:
+    """Splits `x` (fitted to whole windows) into window-position slices, row-major
+    order: all `pool_size**2` of them, or the first `count`."""
+    stacked = space_to_depth(x, pool_size)
+    total = pool_size * pool_size
+    if count is None or count == total:
+        return ops.split(stacked, total, axis=-1)
+    # Slice off the positions not needed rather than leave SPLIT outputs unused: the
+    # int8 quantizer cannot give an unused output a scale and keeps the SPLIT in float.
+    # Explicit axes, no ellipsis: the GPU delegate takes STRIDED_SLICE without masks.
+    return ops.split(stacked[:, :, :, : count * x.shape[-1]], count, axis=-1)
+
+
+def from_windows(windows: list, pool_size: int, size):
+    """Inverse of `to_windows`: interleaves the slices back to spatial `size`.
+
+    Cropping undoes "same" padding; zero padding restores the rows and columns that
+    "valid" pooling dropped. The slices must be distinct tensors (no self-concatenation).
     """
-    token = _INTEGER_SWITCHES.set(bool(enabled))
-    try:
-        yield
-    finally:
-        _INTEGER_SWITCHES.reset(token)
-
-
-def integer_switches_enabled() -> bool:
-    """Whether `integer_switches` is active."""
-    return _INTEGER_SWITCHES.get()
-
-
-def below_max(window, pooled):
-    """0 where `window` equals the window maximum `pooled`, 1 where it is below.
-
-    Two clamped steps rather than one large gain: the first bounds the difference to
-    [0, 1] (so its int8 scale is at most 1/255 whatever the activation range), the
-    second maps one quantization step to 1.
-    """
-    difference = tf.clip_by_value(pooled - window, -1.0, 1.0)
-    return tf.clip_by_value(difference * _FLAG_GAIN, -1.0, 1.0)
-
-
-def first_max_flags(windows: list, pooled) -> list:
-    """Switch flags (1 at each window's first maximum, else 0) from arithmetic only.
-
-    `windows` are the first `pool_size**2 - 1` window positions; one more flag, for
-    the last position, is returned.
-
-    `not_yet` is 1 where no earlier window position held the maximum; position `k`
-    is the switch where it is still 1 and the value is not below the maximum:
-    `not_yet_k - not_yet_k * below_k`.
-    """
-    one = tf.ones([], pooled.dtype)
-    not_yet = None
-    flags = []
-    for window in windows:
-        below = below_max(window, pooled)
-        if not_yet is None:
-            flags.append(one - below)
-            not_yet = below
-        else:
-            still = not_yet * below
-            flags.append(not_yet - still)
-            not_yet = still
-    flags.append(not_yet)
-    return flags
+    x = depth_to_space(ops.concatenate(windows, axis=-1), pool_size)
+    for axis, target in zip((1, 2), size):
+        current = _dim(x, axis)
+        if _is_static(current) and _is_static(target):
+            if current > target:
+                x = _crop(x, axis, target)
+            elif current < target:
+                pad = [[0, 0]] * 4
+                pad[axis] = [0, target - current]
+                x = ops.pad(x, pad)
+            continue
+        x = _crop(x, axis, target)
+        missing = ops.maximum(target - ops.shape(x)[axis], 0)
+        pad = [[0, 0], [0, 0], [0, 0], [0, 0]]
+        pad[axis] = [0, missing]
+        x = ops.pad(x, pad)
+    return x

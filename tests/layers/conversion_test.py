@@ -1,4 +1,11 @@
-"""The layers convert to TFLite builtins (no Flex, no custom ops) and to ONNX, exactly."""
+"""The layers convert to TFLite builtins (no Flex, no custom ops) and to ONNX, exactly.
+
+The `"arithmetic"` formulation (the float TFLite files) must use only the ops that the
+web GPU delegate was seen to run (issue 21's single-op probes in MediaPipe web), with
+no bool tensor and no op taking one tensor twice (a self-concatenation becomes a COPY
+node the WebGL backend lacks). The browser test (tests/export/web_gpu_delegate_test.py)
+checks the same on the real delegate.
+"""
 
 import keras
 import numpy as np
@@ -6,13 +13,15 @@ import pytest
 import tensorflow as tf
 from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-from keras_deconvnet.layers import MaxPoolWithArgmax, Unpool
+from keras_deconvnet.layers import MaxPoolWithArgmax, Unpool, switch_formulation
 
-# What the TFLite GPU delegate parses (LiteRT model_builder.cc) among what we emit.
-GPU_OPS = {
-    "CAST", "CONCATENATION", "CONV_2D", "DEPTH_TO_SPACE", "EQUAL", "MAXIMUM", "MUL",
-    "SPACE_TO_DEPTH", "SPLIT", "STRIDED_SLICE", "SUB", "ADD", "RELU", "SLICE", "PAD",
-    "MAX_POOL_2D", "GREATER", "SELECT_V2", "MINIMUM",
+# What MediaPipe web's GPU delegate ran in the probes (plus ADD, MAX_POOL_2D and
+# CONCATENATION of distinct tensors, which every model file has and the browser test
+# sees on the GPU).
+WEB_GPU_OPS = {
+    "CONV_2D", "SOFTMAX", "FULLY_CONNECTED", "RESHAPE", "SPACE_TO_DEPTH", "DEPTH_TO_SPACE",
+    "SPLIT", "MAXIMUM", "MINIMUM", "SUB", "MUL", "ADD", "STRIDED_SLICE", "TILE",
+    "RESIZE_NEAREST_NEIGHBOR", "CONCATENATION", "MAX_POOL_2D",
 }
 
 
@@ -26,34 +35,44 @@ def _model(height, width):
     return keras.Model(inputs, keras.layers.Conv2D(4, 1)(y))
 
 
-def _frozen(model, shape):
-    fn = tf.function(lambda x: model(x, training=False))
-    return convert_variables_to_constants_v2(
-        fn.get_concrete_function(tf.TensorSpec(shape, tf.float32))
-    )
+def _convert(model, shape, formulation):
+    with switch_formulation(formulation):
+        fn = tf.function(lambda x: model(x, training=False))
+        concrete = fn.get_concrete_function(tf.TensorSpec(shape, tf.float32))
+    frozen = convert_variables_to_constants_v2(concrete)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    return converter.convert()
 
 
-@pytest.mark.parametrize("size", [(16, 12), (13, 11)])
-def test_tflite_builtins_only_and_exact(size):
+def _run(flatbuffer, x):
     from ai_edge_litert.interpreter import Interpreter
 
+    interpreter = Interpreter(model_content=flatbuffer)
+    ops = interpreter._get_ops_details()  # before XNNPACK replaces them
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+    interpreter.invoke()
+    return ops, interpreter, interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+
+
+@pytest.mark.parametrize("formulation", ["exact", "arithmetic"])
+@pytest.mark.parametrize("size", [(16, 12), (13, 11)])
+def test_tflite_builtins_only_and_exact(size, formulation):
     model = _model(*size)
     shape = (2, *size, 3)
     # ReLU zeros make ties in every pooling window: the hard case.
     x = np.random.default_rng(0).normal(size=shape).astype("float32")
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([_frozen(model, shape)])
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    flatbuffer = converter.convert()
-
-    interpreter = Interpreter(model_content=flatbuffer)
-    ops = {op["op_name"] for op in interpreter._get_ops_details()}
-    assert ops <= GPU_OPS, f"ops outside the GPU delegate's set: {ops - GPU_OPS}"
+    details, interpreter, tflite = _run(_convert(model, shape, formulation), x)
+    ops = [op["op_name"] for op in details]
     assert not any("ARGMAX" in op or "SCATTER" in op or op.startswith("Flex") for op in ops)
-
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
-    interpreter.invoke()
-    tflite = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    if formulation == "arithmetic":
+        assert set(ops) <= WEB_GPU_OPS, f"ops outside the web GPU set: {set(ops) - WEB_GPU_OPS}"
+        dtypes = {t["dtype"] for t in interpreter.get_tensor_details()}
+        assert np.bool_ not in dtypes
+        for op in details:
+            inputs = [i for i in op["inputs"] if i >= 0]
+            assert len(inputs) == len(set(inputs)), f"{op['op_name']} takes a tensor twice"
     np.testing.assert_allclose(tflite, model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
 
 

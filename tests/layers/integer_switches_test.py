@@ -12,7 +12,7 @@ import tensorflow as tf
 from argmax_reference import reference_pool, reference_unpool
 
 from keras_deconvnet.layers import MaxPoolWithArgmax, Unpool, integer_switches
-from keras_deconvnet.layers.window_ops import integer_switches_enabled
+from keras_deconvnet.layers.formulations import integer_switches_enabled
 
 # Ops the integer formulation may use: all run by the int8 kernels, XNNPACK's int8
 # delegate and the GPU delegate.
