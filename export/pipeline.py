@@ -273,9 +273,7 @@ class _ExportJob:
             self.model, base, name=self.config.name, version=1, image_shape=self.shape[:2],
             class_names=self.config.class_names, write_models_config=False,
         )
-        saved_model.write_model_config(
-            base, base_path_prefix=str(self.final_dir / "saved_model")
-        )
+        saved_model.write_model_config(base)  # container paths: /models/NAME
         return path
 
     def export_tflite(self, quantization: str) -> Path:

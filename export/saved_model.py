@@ -45,6 +45,9 @@ from keras_deconvnet.inference import images, whole_image
 SERVING_DEFAULT = "serving_default"
 IMAGE_BYTES_SIGNATURE = "predict_image_bytes"
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+# Where the tensorflow/serving container sees the base directory (serving/docker-run.sh
+# mounts it there): models.config's base paths are written for it.
+CONTAINER_BASE = "/models"
 # What each signature takes and returns, written into `export_config.json`.
 SIGNATURE_DESCRIPTIONS = {
     SERVING_DEFAULT: {
@@ -235,9 +238,13 @@ def write_model_config(
 
     Args:
         base_dir: the TF Serving base directory.
-        base_path_prefix: the directory `base_dir` will be at on the server, e.g.
-            `"/models"` for the TF Serving Docker image; defaults to `base_dir`'s
-            absolute path.
+        base_path_prefix: the directory `base_dir` will be at on the server.
+            Defaults to `"/models"` (`CONTAINER_BASE`), where the tensorflow/serving
+            container sees it (serving/docker-run.sh mounts it there); pass
+            `str(Path(base_dir).resolve())` for a server that reads this machine's paths.
+
+    Every entry serves all versions (`model_version_policy { all {} }`), as
+    `deconvnet serve` does; TF Serving's default would serve only the newest.
 
     Returns:
         The config file's path. Serve with
@@ -253,12 +260,13 @@ def write_model_config(
         raise ValueError(
             f"`base_dir` holds no exported model (NAME/VERSION/). Received: {base_dir}"
         )
-    prefix = base_path_prefix or str(base_dir.resolve())
+    prefix = CONTAINER_BASE if base_path_prefix is None else base_path_prefix
     entries = "".join(
         "  config {\n"
         f'    name: "{name}"\n'
         f'    base_path: "{prefix.rstrip("/")}/{name}"\n'
         '    model_platform: "tensorflow"\n'
+        "    model_version_policy { all {} }\n"
         "  }\n"
         for name in names
     )
