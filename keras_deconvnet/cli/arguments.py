@@ -99,6 +99,7 @@ def add_inference_args(parser: argparse.ArgumentParser) -> None:
     from keras_deconvnet.inference.config import (
         AGGREGATIONS,
         ENSEMBLE_MODES,
+        RESAMPLINGS,
         SCORE_MODES,
         InferenceConfig,
     )
@@ -107,11 +108,16 @@ def add_inference_args(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("inference (defaults: the authors' code)")
     group.add_argument("--proposals-dir",
                        help="precomputed proposals, one file per image id (EdgeBoxes' "
-                       "output, as the paper); default: built-in sliding windows")
-    group.add_argument("--proposals-format", choices=("edgeboxes", "xywh", "yxyx"),
-                       default="edgeboxes",
+                       "output, as the paper, or the authors' <id>.mat cache of "
+                       "boxes_padded); default: built-in sliding windows")
+    group.add_argument("--proposals-format",
+                       choices=("auto", "edgeboxes", "xywh", "yxyx", "boxes_padded"),
+                       default="auto",
                        help="columns of the proposal files (edgeboxes: x y w h score, "
-                       "1-based, as EdgeBoxes' MATLAB toolbox writes them)")
+                       "1-based, as EdgeBoxes' MATLAB toolbox writes them; boxes_padded: "
+                       "the authors' .mat cache, extended already, so --context is not "
+                       "applied; auto: boxes_padded when the folder holds .mat files, "
+                       "else edgeboxes)")
     group.add_argument("--top-n", type=int, default=defaults.top_n,
                        help="windows actually run per image, after the size filter "
                        f"({defaults.top_n})")
@@ -124,6 +130,9 @@ def add_inference_args(parser: argparse.ArgumentParser) -> None:
                        help="aggregate raw scores on a zero canvas (the authors') or "
                        "a softmax per window")
     group.add_argument("--aggregation", choices=AGGREGATIONS, default=defaults.aggregation)
+    group.add_argument("--resampling", choices=RESAMPLINGS, default=defaults.resampling,
+                       help="crops and score maps resized as MATLAB's imresize (the "
+                       "authors', antialiased when shrinking) or plain bilinear")
     group.add_argument("--ensemble-mode", choices=ENSEMBLE_MODES,
                        default=defaults.ensemble_mode,
                        help="deconvnet * max(0, fcn) on raw scores (the authors' code) or "
@@ -136,13 +145,24 @@ def add_inference_args(parser: argparse.ArgumentParser) -> None:
 
 def inference_config_from_args(args):
     """An `InferenceConfig` from `add_inference_args` flags."""
-    from keras_deconvnet.data import FileProposals
+    import os
+
+    from keras_deconvnet.data import FileProposals, PaddedBoxProposals
     from keras_deconvnet.inference import InferenceConfig
 
     proposals = None
-    if getattr(args, "proposals_dir", None):
+    directory = getattr(args, "proposals_dir", None)
+    if directory:
+        box_format = getattr(args, "proposals_format", "auto")
+        if box_format == "auto":
+            has_mat = os.path.isdir(directory) and any(
+                name.endswith(".mat") for name in os.listdir(directory))
+            box_format = "boxes_padded" if has_mat else "edgeboxes"
         try:
-            proposals = FileProposals(args.proposals_dir, box_format=args.proposals_format)
+            if box_format == "boxes_padded":
+                proposals = PaddedBoxProposals(directory)
+            else:
+                proposals = FileProposals(directory, box_format=box_format)
         except (FileNotFoundError, ValueError) as e:
             raise CommandError(str(e)) from None
     try:
@@ -151,6 +171,7 @@ def inference_config_from_args(args):
             context=args.context, score_mode=args.score_mode,
             aggregation=args.aggregation, ensemble_mode=args.ensemble_mode,
             fcn_input_size=args.fcn_input_size,
+            resampling=getattr(args, "resampling", "matlab"),
         )
     except ValueError as e:
         raise CommandError(str(e)) from None

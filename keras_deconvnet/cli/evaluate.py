@@ -70,16 +70,23 @@ def run(args) -> int:
     fcn = None
     if args.fcn:
         fcn = load_segmenter(args.fcn)
+    config = inference_config_from_args(args)
     results = evaluate_methods(
         model, dataset.as_numpy_iterator(), info.num_classes, methods=args.methods,
-        fcn=fcn, config=inference_config_from_args(args), total=dataset_length(dataset),
+        fcn=fcn, config=config, total=dataset_length(dataset),
     )
     print(f"\nMean IoU (%) on {args.dataset}/{args.split}, {results['num_images']} images:")
     print(comparison_table(results, args.methods, info.class_names))
     if args.out:
         out = Path(args.out)
-        write_json(out / "evaluation.json", {"dataset": args.dataset, "split": args.split,
-                                             "class_names": list(info.class_names), **results})
+        write_json(out / "evaluation.json", {
+            "dataset": args.dataset, "split": args.split,
+            "class_names": list(info.class_names),
+            # What the numbers depend on: the settings, the data's seed (synthetic)
+            # and the image count (also `num_images`, from the results).
+            "seed": args.seed, "image_size": args.image_size if args.dataset == "synthetic"
+            else None, "model": args.model or args.preset, "fcn": args.fcn,
+            "inference_config": config.to_dict(), **results})
         if not args.no_plots:
             for method in args.methods:
                 visualize.save_confusion_matrix(

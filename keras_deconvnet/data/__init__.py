@@ -21,7 +21,8 @@ optional SBD from disk), `pets_dataset` (Oxford-IIIT Pet via TFDS). VOC is also 
 builder with a manual directory: `keras_deconvnet.data.voc_tfds` (imported on demand,
 it needs `tensorflow-datasets`).
 Training crops: `stage1_crops`, `stage2_crops` -> `(image, mask)` pairs.
-Proposals: `SlidingWindowProposals`, `FileProposals`, `box_iou`, `filter_proposals`.
+Proposals: `SlidingWindowProposals`, `FileProposals`, `PaddedBoxProposals` (the
+authors' `.mat` cache), `box_iou`, `filter_proposals`.
 
 Example:
 
@@ -40,6 +41,7 @@ from keras_deconvnet.data.example_format import (
     boxes_from_instance_mask,
 )
 from keras_deconvnet.data.pets import pets_dataset, pets_info, pets_to_common
+from keras_deconvnet.data.proposal_cache import PaddedBoxProposals
 from keras_deconvnet.data.proposals import (
     FileProposals,
     SlidingWindowProposals,
@@ -66,6 +68,7 @@ __all__ = [
     "IGNORE_LABEL",
     "DatasetInfo",
     "FileProposals",
+    "PaddedBoxProposals",
     "SYNTHETIC_CLASSES",
     "SYNTHETIC_INFO",
     "SYNTHETIC_PALETTE",

@@ -171,17 +171,23 @@ class SlidingWindowProposals:
     window side and shifted at random by up to `jitter` of it. Windows past the image
     are shifted back inside. Each window is scored by the image-gradient energy
     inside it divided by its perimeter to the power 1.5 (favouring windows that
-    enclose edges), then non-maximum suppression at `nms_threshold` keeps the best
-    `max_proposals`.
+    enclose edges); windows whose shorter side is under `min_size` are dropped, then
+    non-maximum suppression at `nms_threshold` keeps the best `max_proposals`. The
+    size filter comes before the cut, as in the authors' inference loop (skip boxes
+    under 112 pixels, stop after 50 that ran), so `max_proposals` boxes of the
+    wanted size come back whenever there are that many.
 
     Args:
         scales: window sides as fractions of the image's shorter side.
         aspect_ratios: width / height ratios.
         stride_fraction: grid stride as a fraction of the window side.
         jitter: random shift as a fraction of the window side (0 for none).
-        max_proposals: most boxes returned. Defaults to `50` (the paper's count).
+        max_proposals: most boxes returned (`None`: every window NMS keeps).
+            Defaults to `50` (the paper's count).
         nms_threshold: IoU above which a lower-ranked window is dropped.
         seed: int or None; seeds the jitter (the same image gives the same boxes).
+        min_size: windows with a shorter side under this many pixels are dropped
+            before NMS and the cut. Defaults to `0` (none).
 
     Example:
 
@@ -200,6 +206,7 @@ class SlidingWindowProposals:
         max_proposals: int = 50,
         nms_threshold: float = 0.7,
         seed: int | None = 0,
+        min_size: float = 0.0,
     ):
         scales = tuple(float(s) for s in scales)
         aspect_ratios = tuple(float(r) for r in aspect_ratios)
@@ -215,12 +222,8 @@ class SlidingWindowProposals:
             )
         if not 0 <= jitter < 1:
             raise ValueError(f"`jitter` must be in [0, 1). Received: jitter={jitter}")
-        if isinstance(max_proposals, bool) or not isinstance(max_proposals, int) or (
-            max_proposals < 1
-        ):
-            raise ValueError(
-                f"`max_proposals` must be an int >= 1. Received: max_proposals={max_proposals!r}"
-            )
+        _check_max_proposals(max_proposals)
+        _check_min_size(min_size)
         self.scales = scales
         self.aspect_ratios = aspect_ratios
         self.stride_fraction = float(stride_fraction)
@@ -228,6 +231,7 @@ class SlidingWindowProposals:
         self.max_proposals = max_proposals
         self.nms_threshold = float(nms_threshold)
         self.seed = seed
+        self.min_size = float(min_size)
 
     def windows(self, height: int, width: int, rng=None) -> np.ndarray:
         """All candidate windows for an image size, before scoring."""
@@ -277,7 +281,10 @@ class SlidingWindowProposals:
         inside = integral[y1, x1] - integral[y0, x1] - integral[y1, x0] + integral[y0, x0]
         perimeter = 2.0 * ((y1 - y0) + (x1 - x0)) + 1.0
         scores = (inside / perimeter**1.5).astype(np.float32)
-        keep = _nms(boxes, scores, self.nms_threshold, self.max_proposals)
+        if self.min_size > 0:
+            large = _shorter_side(boxes) >= self.min_size
+            boxes, scores = boxes[large], scores[large]
+        keep = _nms(boxes, scores, self.nms_threshold, self.max_proposals or len(boxes))
         return boxes[keep]
 
     def get_config(self) -> dict:
@@ -289,7 +296,28 @@ class SlidingWindowProposals:
             "max_proposals": self.max_proposals,
             "nms_threshold": self.nms_threshold,
             "seed": self.seed,
+            "min_size": self.min_size,
         }
+
+
+def _check_max_proposals(max_proposals) -> None:
+    if max_proposals is not None and (
+        isinstance(max_proposals, bool) or not isinstance(max_proposals, int)
+        or max_proposals < 1
+    ):
+        raise ValueError(
+            "`max_proposals` must be None or an int >= 1. "
+            f"Received: max_proposals={max_proposals!r}"
+        )
+
+
+def _check_min_size(min_size) -> None:
+    if isinstance(min_size, bool) or not isinstance(min_size, (int, float)) or min_size < 0:
+        raise ValueError(f"`min_size` must be a number >= 0. Received: min_size={min_size!r}")
+
+
+def _shorter_side(boxes: np.ndarray) -> np.ndarray:
+    return np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
 
 
 BOX_FORMATS = ("edgeboxes", "xywh", "yxyx")
@@ -310,13 +338,17 @@ class FileProposals:
     - `"yxyx"`: `ymin xmin ymax xmax [score]`, 0-based pixel edges.
 
     With a 5th column boxes are sorted by it, highest first; otherwise the file order
-    is taken as best first. Boxes are clipped to the image when the image is given.
+    is taken as best first. Boxes whose shorter side is under `min_size` are dropped
+    before the `max_proposals` cut. Boxes are clipped to the image when the image is
+    given.
     The first of `.npy`, `.txt`, `.csv` that exists is read.
 
     Args:
         directory: path of the folder of proposal files.
         max_proposals: int or None; keep at most this many (the best).
         box_format: one of `BOX_FORMATS`. Defaults to `"edgeboxes"`.
+        min_size: drop boxes with a shorter side under this many pixels, before the
+            cut. Defaults to `0` (none).
 
     Example:
 
@@ -330,7 +362,7 @@ class FileProposals:
     EXTENSIONS = (".npy", ".txt", ".csv")
 
     def __init__(self, directory: str, max_proposals: int | None = None,
-                 box_format: str = "edgeboxes"):
+                 box_format: str = "edgeboxes", min_size: float = 0.0):
         directory = os.fspath(directory)
         if box_format not in BOX_FORMATS:
             raise ValueError(
@@ -338,17 +370,12 @@ class FileProposals:
             )
         if not os.path.isdir(directory):
             raise FileNotFoundError(f"Proposal directory not found: {directory}")
-        if max_proposals is not None and (
-            isinstance(max_proposals, bool) or not isinstance(max_proposals, int)
-            or max_proposals < 1
-        ):
-            raise ValueError(
-                "`max_proposals` must be None or an int >= 1. "
-                f"Received: max_proposals={max_proposals!r}"
-            )
+        _check_max_proposals(max_proposals)
+        _check_min_size(min_size)
         self.directory = directory
         self.max_proposals = max_proposals
         self.box_format = box_format
+        self.min_size = float(min_size)
 
     def path(self, image_id: str) -> str:
         """The file read for `image_id`; FileNotFoundError when there is none."""
@@ -403,6 +430,8 @@ class FileProposals:
                 stacklevel=2,
             )
             array = array[~flipped]
+        if self.min_size > 0:
+            array = array[_shorter_side(array) >= self.min_size]
         if self.max_proposals is not None:
             array = array[: self.max_proposals]
         return array
@@ -417,7 +446,7 @@ class FileProposals:
 
     def get_config(self) -> dict:
         return {"directory": self.directory, "max_proposals": self.max_proposals,
-                "box_format": self.box_format}
+                "box_format": self.box_format, "min_size": self.min_size}
 
     def __call__(self, image=None, image_id: str | None = None) -> np.ndarray:
         if image_id is None:

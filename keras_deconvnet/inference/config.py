@@ -42,14 +42,18 @@ class InferenceConfig:
     Args:
         proposals: a proposal generator (`callable(image[, image_id]) -> (N, 4)`),
             an `(N, 4)` array of boxes `[ymin, xmin, ymax, xmax]` (best first), or
-            `None` (`SlidingWindowProposals()`); `FileProposals(dir,
-            box_format="edgeboxes")` reads EdgeBoxes files, as the paper.
+            `None` (`SlidingWindowProposals(max_proposals=None)`, cut to `top_n`
+            after the size filter); `FileProposals(dir, box_format="edgeboxes")`
+            reads EdgeBoxes files, as the paper; `PaddedBoxProposals(dir)` the
+            authors' `.mat` cache (`boxes_padded`, extended already: `context`
+            is not applied to them).
         top_n: windows actually run per image, after the size filter (`None`: all).
             Defaults to 50.
         min_box_size: skip windows with a shorter side under this; `None` is half the
             network input (112 at 224).
         context: proposal enlargement about the centre, as the training crops.
-            Defaults to 1.2.
+            Defaults to 1.2, a reconstruction: the released code reads boxes
+            extended already, by a rule it does not contain.
         score_mode: `"logits"` (raw scores, max on a zero canvas: the authors') or
             `"probabilities"` (a softmax per window first).
         aggregation: `"max"` (the paper's) or `"mean"`.
@@ -114,3 +118,50 @@ class InferenceConfig:
             )
         if not self.context > 0:
             raise ValueError(f"`context` must be > 0. Received: context={self.context!r}")
+
+    def to_dict(self) -> dict:
+        """The settings as JSON-serialisable data, for the records commands write.
+
+        Proposal generators and CRFs are described by their class and their
+        `get_config()` (or dataclass fields); `proposals=None` is described as the
+        default generator it stands for; an array of boxes by its shape.
+
+        Example:
+
+        >>> record = InferenceConfig(top_n=20).to_dict()
+        >>> record["top_n"], record["proposals"]["class"], record["resampling"]
+        (20, 'SlidingWindowProposals', 'matlab')
+        """
+        record = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if field.name == "proposals":
+                value = _describe(value if value is not None else _default_proposals())
+            elif field.name == "crf":
+                value = None if value is None else _describe(value)
+            elif isinstance(value, tuple):
+                value = list(value)
+            record[field.name] = value
+        return record
+
+
+def _default_proposals():
+    from keras_deconvnet.data.proposals import SlidingWindowProposals
+
+    return SlidingWindowProposals(max_proposals=None)
+
+
+def _describe(value) -> dict:
+    """`{"class", "config"}` of a generator or CRF (`{"shape"}` for an array)."""
+    if hasattr(value, "shape") and not callable(value):
+        return {"class": "array", "shape": [int(s) for s in value.shape]}
+    if isinstance(value, (list, tuple)):
+        return {"class": "array", "shape": [len(value), 4]}
+    if hasattr(value, "get_config"):
+        config = value.get_config()
+    elif dataclasses.is_dataclass(value):
+        config = dataclasses.asdict(value)
+    else:
+        config = None
+    config = {k: list(v) if isinstance(v, tuple) else v for k, v in (config or {}).items()}
+    return {"class": type(value).__name__, "config": config or None}

@@ -267,7 +267,10 @@ def predict_proposals(
             `SlidingWindowProposals()` or `FileProposals(dir)` with EdgeBoxes files,
             as the paper) or an `(N, 4)` array `[ymin, xmin, ymax, xmax]`, best
             first. `None` takes `config.proposals` (itself `None` by default:
-            `SlidingWindowProposals()`).
+            `SlidingWindowProposals(max_proposals=None)`, every window its NMS
+            keeps, so that the size filter comes before the `top_n` cut). A
+            generator with `boxes_extended = True` (`PaddedBoxProposals`, the
+            authors' `.mat` cache) gets no context and no clipping.
         config: an `InferenceConfig`; its `top_n` (windows actually run, counted
             after the size filter: 50), `min_box_size` (`None`: half the network
             input, the authors' 112 at 224), `context` (1.2, as training),
@@ -302,10 +305,11 @@ def predict_proposals(
     min_box_size = config.min_box_size
     if min_box_size is None:
         min_box_size = min(size) / 2
-    boxes = _proposal_boxes(image, config.proposals if proposals is None else proposals,
-                            image_id)
-    windows = proposal_windows(boxes, (height, width), config.context, min_box_size,
-                               config.top_n)
+    generator = config.proposals if proposals is None else proposals
+    boxes = _proposal_boxes(image, generator, image_id)
+    # The authors' cache (`PaddedBoxProposals`) holds boxes extended already.
+    context = 1.0 if getattr(generator, "boxes_extended", False) else config.context
+    windows = proposal_windows(boxes, (height, width), context, min_box_size, config.top_n)
     num_classes = model.output_shape[-1]
     if len(windows) == 0:
         return np.zeros((height, width, num_classes), np.float32)
@@ -322,7 +326,9 @@ def _proposal_boxes(image: np.ndarray, proposals, image_id: str | None) -> np.nd
     from keras_deconvnet.data.proposals import SlidingWindowProposals, call_proposals
 
     if proposals is None:
-        proposals = SlidingWindowProposals()
+        # Every window NMS keeps: the size filter and the top-N cut come after.
+        proposals = SlidingWindowProposals(max_proposals=None)
     if callable(proposals):
-        return call_proposals(proposals, image, image_id)
+        extended = getattr(proposals, "boxes_extended", False)
+        return call_proposals(proposals, image, image_id, clip=not extended)
     return np.asarray(proposals, np.float32).reshape(-1, 4)

@@ -116,3 +116,30 @@ def test_edgeboxes_files_in_their_own_format(tmp_path):
     np.testing.assert_array_equal(zero_based[0], [1, 1, 5, 6])
     with pytest.raises(ValueError, match="box_format"):
         FileProposals(tmp_path, box_format="xyxy")
+
+
+def test_generators_filter_by_size_before_the_cut(tmp_path):
+    # The authors' loop skips boxes under 112 pixels and stops after 50 that ran:
+    # the size filter comes first. Cut first, then filter, would leave fewer. Small
+    # textured patches on a flat image: the small windows around them rank first.
+    image = np.full((375, 500, 3), 120, np.uint8)
+    rng = np.random.default_rng(0)
+    for y, x in [(30, 40), (200, 300), (100, 400), (300, 100), (250, 450)]:
+        image[y : y + 40, x : x + 40] = rng.integers(0, 256, (40, 40, 3))
+
+    def sides(boxes):
+        return np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+
+    assert (sides(SlidingWindowProposals(max_proposals=None)(image)) >= 112).sum() >= 30
+    filtered = SlidingWindowProposals(max_proposals=30, min_size=112)(image)
+    assert len(filtered) == 30 and (sides(filtered) >= 112).all()
+    cut_first = SlidingWindowProposals(max_proposals=30)(image)
+    assert (sides(cut_first) >= 112).sum() < 30
+    # Files: small boxes first in the file; the cut keeps the 2 large ones.
+    (tmp_path / "a.txt").write_text("0 0 5 5\n0 0 6 6\n0 0 50 50\n0 0 60 60\n0 0 70 70\n")
+    kept = FileProposals(tmp_path, max_proposals=2, box_format="yxyx", min_size=40).load("a")
+    np.testing.assert_array_equal(kept, [[0, 0, 50, 50], [0, 0, 60, 60]])
+    with pytest.raises(ValueError, match="min_size"):
+        SlidingWindowProposals(min_size=-1)
+    with pytest.raises(ValueError, match="max_proposals"):
+        FileProposals(tmp_path, max_proposals=0)

@@ -84,6 +84,43 @@ class TestPaperRules:
         # The old order (cut, then filter) would have run nothing.
         assert len(proposal_windows((small + large)[:2], (200, 200), 1.0, 50, 2)) == 0
 
+    def test_the_default_generator_runs_top_n_windows_of_the_wanted_size(self):
+        """The issue's example: the default generator cut to 50 before the 112-pixel
+        filter, and only 37 windows ran. Small textured patches rank small windows
+        first; top_n windows must still run, all of them >= half the input."""
+        image = np.full((375, 500, 3), 120, np.uint8)
+        rng = np.random.default_rng(0)
+        for y, x in [(30, 40), (200, 300), (100, 400), (300, 100), (250, 450)]:
+            image[y : y + 40, x : x + 40] = rng.integers(0, 256, (40, 40, 3))
+        model = constant_model([[1, 0]] * 30)
+        predict_proposals(model, image, config=InferenceConfig(top_n=30, input_size=(224, 224),
+                                                               batch_size=64))
+        assert sum(len(x) for x in model.seen) == 30
+
+    def test_the_authors_cache_gets_no_second_context(self, tmp_path):
+        """boxes_padded are extended already: the windows are the boxes themselves,
+        not clipped to the image (the padding reads as zeros)."""
+        import scipy.io
+
+        from keras_deconvnet.data import PaddedBoxProposals
+
+        height, width = 40, 60
+        # [x1 y1 x2 y2], 1-based inclusive in the image padded by 60 rows, 40 columns:
+        # image edges [ymin, xmin, ymax, xmax] = [-5, 10, 35, 50].
+        scipy.io.savemat(tmp_path / "im.mat", {"boxes_padded": [[51, 56, 90, 95]]})
+        image = np.full((height, width, 3), 200, np.uint8)
+        model = constant_model([[1, 0]])
+        config = InferenceConfig(proposals=PaddedBoxProposals(tmp_path), min_box_size=0,
+                                 input_size=(40, 40))
+        scores = predict_proposals(model, image, config=config, image_id="im")
+        crop = model.seen[0][0]
+        expected = imresize_bilinear(np.pad(image[0:35, 10:50].astype(float),
+                                            [(5, 0), (0, 0), (0, 0)]), (40, 40))
+        np.testing.assert_allclose(crop, expected, rtol=1e-5, atol=1e-3)
+        covered = scores[..., 0] > 0
+        assert covered[0:35, 10:50].all() and not covered[:, :10].any()
+        assert not covered[35:].any() and not covered[:, 50:].any()
+
     def test_default_threshold_is_half_the_input(self):
         model = constant_model([[1, 0]] * 3)
         image = np.zeros((64, 64, 3), np.uint8)
