@@ -103,7 +103,8 @@ def pets_dataset(
         class_mode: `"species"` (background, cat, dog; default), `"breed"` (37
             breeds) or `"binary"` (background, pet).
         data_dir: TFDS data directory, or None for the default.
-        download: let TFDS download and prepare the data if needed.
+        download: let TFDS download and prepare the data if needed; with `False`,
+            data that is not prepared is a one-line `FileNotFoundError`.
         shuffle_files: passed to `tfds.load`.
 
     Returns:
@@ -123,6 +124,8 @@ def pets_dataset(
             "pets_dataset needs tensorflow-datasets: "
             "`pip install keras-deconvnet[datasets]`."
         ) from error
+    if not download:
+        _check_prepared(tfds, data_dir)
     dataset = tfds.load(
         "oxford_iiit_pet", split=split, data_dir=data_dir, download=download,
         shuffle_files=shuffle_files,
@@ -131,6 +134,27 @@ def pets_dataset(
         lambda example: pets_to_common(example, class_mode),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
+
+
+def _check_prepared(tfds, data_dir) -> None:
+    """A one-line `FileNotFoundError` instead of TFDS's AssertionError traceback."""
+    import logging
+
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)  # "Variant folder ... has no dataset_info.json"
+    try:
+        builder = tfds.builder("oxford_iiit_pet", data_dir=data_dir)
+        prepared = builder.is_prepared()
+    finally:
+        absl_logger.setLevel(level)
+    if not prepared:
+        raise FileNotFoundError(
+            f"Oxford-IIIT Pet is not prepared in {builder.data_dir}: prepare it once "
+            "with network access (`tfds build oxford_iiit_pet`, or "
+            "`pets_dataset(download=True)`), or point data_dir (--data-dir) at the "
+            "TFDS folder that holds oxford_iiit_pet/."
+        )
 
 
 __all__ = ["PET_BREEDS", "PET_SPECIES", "pets_dataset", "pets_info", "pets_to_common"]

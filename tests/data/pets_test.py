@@ -58,3 +58,20 @@ def test_pets_dataset_on_mock_data():
         assert mask.shape == (16, 16)
     assert pets_info("breed").num_classes == 38
     assert pets_info("species").class_names == ("background", "cat", "dog")
+
+
+def test_data_that_is_not_prepared_is_a_one_line_error(tmp_path):
+    from keras_deconvnet.data import pets_dataset
+
+    with pytest.raises(FileNotFoundError, match="not prepared in .*tfds build") as error:
+        pets_dataset("test", data_dir=str(tmp_path), download=False)
+    assert "\n" not in str(error.value) and str(tmp_path) in str(error.value)
+
+
+def test_the_command_line_says_so_in_one_line(tmp_path, capsys):
+    from keras_deconvnet.cli import main
+
+    code = main(["evaluate", "--dataset", "pets", "--data-dir", str(tmp_path),
+                 "--preset", "deconvnet_edge_small", "--num-examples", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "Oxford-IIIT Pet is not prepared" in err[0], err
