@@ -106,6 +106,44 @@ def save_overlay(
     return path
 
 
+# Error maps: black on white, so that no class colour is taken.
+CORRECT_COLOUR = (255, 255, 255)  # pixels labelled right
+WRONG_COLOUR = (0, 0, 0)  # pixels labelled wrong
+NOT_SCORED_COLOUR = (170, 170, 170)  # the ground truth's 255 (not scored)
+
+
+def error_map(truth: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """An RGB picture of where `labels` differ from `truth`: white where right, black
+    where wrong, grey where the ground truth is 255 (not scored).
+
+    Example:
+
+    >>> error_map(np.array([[0, 1, 255]]), np.array([[0, 2, 1]]))[0].tolist()
+    [[255, 255, 255], [0, 0, 0], [170, 170, 170]]
+    """
+    truth, labels = np.asarray(truth), np.asarray(labels)
+    picture = np.empty((*truth.shape, 3), np.uint8)
+    picture[...] = CORRECT_COLOUR
+    picture[truth != labels] = WRONG_COLOUR
+    picture[truth == IGNORE_LABEL] = NOT_SCORED_COLOUR
+    return picture
+
+
+def image_mean_iou(truth: np.ndarray, labels: np.ndarray, num_classes: int) -> float:
+    """Mean IoU of one image over the classes in its ground truth or prediction (the
+    evaluation's rule, on one image); pixels whose ground truth is 255 are not scored.
+
+    Example:
+
+    >>> round(image_mean_iou(np.array([[0, 0, 1, 1]]), np.array([[0, 1, 1, 1]]), 2), 3)
+    0.583
+    """
+    from keras_deconvnet.metrics.mean_iou import confusion_matrix, iou_from_confusion
+
+    labels = np.minimum(np.asarray(labels, np.int64), num_classes - 1)
+    return float(iou_from_confusion(confusion_matrix(truth, labels, num_classes))["mean_iou"])
+
+
 def save_comparison(
     images: Sequence[np.ndarray],
     truths: Sequence[np.ndarray],
@@ -113,19 +151,36 @@ def save_comparison(
     path: str | os.PathLike,
     class_names: Sequence[str],
     palette=None,
+    error_maps: bool = True,
 ) -> Path:
-    """A grid with one row per image: the image, its ground truth, each method's labels.
+    """A grid read at a glance: one row per image, solid label maps side by side.
+
+    Columns: the image, its ground truth, each method's labels (solid colours, the
+    same palette, background in its own colour), then each method's error map
+    (`error_map`). Every prediction's title holds the image's mean IoU
+    (`image_mean_iou`); the legend names every class and the error colours.
 
     Args:
         images: RGB images.
-        truths: their ground-truth label maps (255 drawn in the palette's row 255).
+        truths: their ground-truth label maps (255: not scored).
         predictions: `{method: [label map per image]}`, one column each.
         path: the PNG to write.
-        class_names: names for the legend (classes present anywhere).
+        class_names: one name per class, background first.
         palette: `(256, 3)` colours; defaults to VOC's.
+        error_maps: bool, add one error-map column per method. Defaults to `True`.
 
     Returns:
         The path written.
+
+    Example:
+
+    >>> import tempfile
+    >>> truth = np.zeros((32, 32), np.uint8); truth[8:24, 8:24] = 1
+    >>> path = save_comparison([np.zeros((32, 32, 3), np.uint8)], [truth],
+    ...                        {"whole": [truth]}, tempfile.mktemp(suffix=".png"),
+    ...                        ["background", "square"])
+    >>> path.suffix
+    '.png'
     """
     import matplotlib
 
@@ -134,35 +189,68 @@ def save_comparison(
     import matplotlib.pyplot as plt
 
     palette = np.asarray(voc_palette() if palette is None else palette, np.uint8)
-    columns = ["image", "ground truth", *predictions]
+    num_classes = len(class_names)
+    methods = list(predictions)
+    columns = ["image", "ground truth", *methods]
+    if error_maps:
+        columns += [f"errors: {m}" for m in methods]
     rows = len(images)
+    cell = 2.1
+    legend_height = 0.55
     fig, axes = plt.subplots(rows, len(columns), squeeze=False,
-                             figsize=(2.2 * len(columns), 2.2 * rows + 0.6))
-    present = set()
+                             figsize=(cell * len(columns), (cell + 0.25) * rows
+                                      + legend_height))
+    not_scored = False
     for r in range(rows):
-        panels = [images[r], colorize(truths[r], palette)]
-        present.update(int(c) for c in np.unique(truths[r]) if c != IGNORE_LABEL)
-        for method in predictions:
-            labels = predictions[method][r]
-            present.update(int(c) for c in np.unique(labels))
-            panels.append(overlay(images[r], labels, palette, alpha=0.7))
-        for c, panel in enumerate(panels):
-            axes[r][c].imshow(panel)
-            axes[r][c].axis("off")
-            if r == 0:
-                axes[r][c].set_title(columns[c], fontsize=10)
+        truth = np.asarray(truths[r])
+        not_scored |= bool((truth == IGNORE_LABEL).any())
+        panels = [(images[r], columns[0]), (colorize(truth, palette), columns[1])]
+        errors = []
+        for method in methods:
+            labels = np.asarray(predictions[method][r])
+            score = image_mean_iou(truth, labels, num_classes)
+            panels.append((colorize(labels, palette), f"{method}: {100 * score:.1f}% IoU"))
+            errors.append((error_map(truth, labels),
+                           f"errors: {method} ({100 * _wrong(truth, labels):.1f}%)"))
+        if error_maps:
+            panels += errors
+        for c, (panel, title) in enumerate(panels):
+            ax = axes[r][c]
+            ax.imshow(panel, interpolation="nearest")
+            for spine in ax.spines.values():
+                spine.set_edgecolor("0.6")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            # Headers on the first row; scores on every row.
+            if r == 0 or c >= 2:
+                ax.set_title(title, fontsize=8.5 if c >= 2 else 10)
     handles = [
-        mpatches.Patch(color=palette[c] / 255.0,
-                       label=class_names[c] if c < len(class_names) else f"class {c}")
-        for c in sorted(present)
+        mpatches.Patch(facecolor=palette[c] / 255.0, edgecolor="0.5", label=name)
+        for c, name in enumerate(class_names)
     ]
-    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7) or 1,
-               frameon=False, fontsize=9)
-    fig.tight_layout(rect=(0, 0.6 / (2.2 * rows + 0.6), 1, 1))
+    if not_scored:
+        handles.append(mpatches.Patch(facecolor=palette[IGNORE_LABEL] / 255.0,
+                                      edgecolor="0.5", label="not scored (255)"))
+    if error_maps:
+        handles += [
+            mpatches.Patch(facecolor=np.array(CORRECT_COLOUR) / 255.0, edgecolor="0.5",
+                           label="error map: right"),
+            mpatches.Patch(facecolor=np.array(WRONG_COLOUR) / 255.0, edgecolor="0.5",
+                           label="error map: wrong"),
+        ]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 9),
+               frameon=False, fontsize=9, handlelength=1.6, columnspacing=1.2)
+    fig.tight_layout(rect=(0, legend_height / fig.get_figheight(), 1, 1), h_pad=0.6)
     path = Path(path)
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def _wrong(truth: np.ndarray, labels: np.ndarray) -> float:
+    """The fraction of scored pixels labelled wrong."""
+    scored = truth != IGNORE_LABEL
+    return float((truth != labels)[scored].mean()) if scored.any() else 0.0
 
 
 def save_confusion_matrix(
