@@ -7,8 +7,10 @@
 #
 # Ports: REST 8501 (GET /v1/models/NAME, POST /v1/models/NAME:predict), gRPC 8500
 # (PredictionService), published on 127.0.0.1 only unless BIND_ADDRESS=0.0.0.0.
-# Every model directory of BASE_DIR is served with all its versions; batching uses
-# serving/batching_parameters.txt.
+# Every model directory of BASE_DIR is served with all its versions (as `deconvnet
+# serve` does); batching uses serving/batching_parameters.txt. The container sees
+# BASE_DIR at /models; its models.config (base_path "/models/NAME") and the batching
+# file are written to CONFIG_DIR, which is kept, so a printed command runs again.
 #
 # Environment:
 #   TF_SERVING_IMAGE  container image (default tensorflow/serving:latest; pin a
@@ -19,10 +21,12 @@
 #   GPU=0           1 adds --gpus all
 #   SKIP_CHECK=0    1 skips `deconvnet serve --check` before starting
 #   DRY_RUN=0       1 prints the generated model config and the docker command only
+#   CONFIG_DIR      where the container's config is written (default
+#                   BASE_DIR/.docker-run; TF Serving ignores hidden directories)
 set -euo pipefail
 
 if [[ $# -lt 1 || "$1" == "-h" || "$1" == "--help" ]]; then
-  sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
+  sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
   exit 2
 fi
 BASE_DIR="$(cd "$1" && pwd)"
@@ -34,9 +38,17 @@ GRPC_PORT="${GRPC_PORT:-8500}"
 BIND_ADDRESS="${BIND_ADDRESS:-127.0.0.1}"
 PYTHON="${PYTHON:-python3}"
 
-# The container sees BASE_DIR at /models: write a config with container paths.
-CONFIG_DIR="$(mktemp -d)"
-trap 'rm -rf "$CONFIG_DIR"' EXIT
+# The container sees BASE_DIR at /models: write a config with container paths into a
+# directory that stays (a temporary one would vanish before the printed command runs).
+CONFIG_DIR="${CONFIG_DIR:-$BASE_DIR/.docker-run}"
+if ! mkdir -p "$CONFIG_DIR" 2>/dev/null || [[ ! -w "$CONFIG_DIR" ]]; then
+  echo "error: cannot write the container config to $CONFIG_DIR; set CONFIG_DIR to a" \
+    "writable directory that stays" >&2
+  exit 1
+fi
+CONFIG_DIR="$(cd "$CONFIG_DIR" && pwd)"
+NEW_CONFIG="$(mktemp "$CONFIG_DIR/.models.config.XXXXXX")"
+trap 'rm -f "$NEW_CONFIG"' EXIT
 {
   echo "model_config_list {"
   for model in "$BASE_DIR"/*/; do
@@ -50,11 +62,13 @@ trap 'rm -rf "$CONFIG_DIR"' EXIT
     echo "  }"
   done
   echo "}"
-} > "$CONFIG_DIR/models.config"
-if ! grep -q "config {" "$CONFIG_DIR/models.config"; then
+} > "$NEW_CONFIG"
+if ! grep -q "config {" "$NEW_CONFIG"; then
   echo "error: no model in $BASE_DIR (expected NAME/VERSION/saved_model.pb)" >&2
   exit 1
 fi
+chmod a+r "$NEW_CONFIG"
+mv -f "$NEW_CONFIG" "$CONFIG_DIR/models.config"
 cp "$HERE/batching_parameters.txt" "$CONFIG_DIR/batching_parameters.txt"
 chmod -R a+rX "$CONFIG_DIR"
 

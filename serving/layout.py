@@ -7,7 +7,10 @@ version must hold `saved_model.pb` (or `.pbtxt`) with a meta graph tagged `serve
 and a `variables/` directory (`variables.index` + `variables.data-*`), and clients
 call the signatures by name. `check_layout` reads the protos, and with `load=True`
 (what `deconvnet serve --check` does) also loads every version that passes, as the
-server would, so truncated or corrupt variables are caught too:
+server would, so truncated or corrupt variables are caught too. It also reports files
+and directories other users cannot read (TF Serving in a container running as a
+non-root user, a shared directory or a Kubernetes volume could not load them), and a
+`models.config` whose entries do not serve every version, as `deconvnet serve` does:
 
 >>> report = check_layout("exported", load=True)  # doctest: +SKIP
 >>> print(report.format())  # doctest: +SKIP
@@ -21,6 +24,7 @@ import dataclasses
 import json
 import os
 import re
+import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -263,6 +267,10 @@ def _check_model(report, model_dir: Path, required, expected, load=False) -> Non
 
 
 _CONFIG_ENTRY = re.compile(r'\b(name|base_path|model_platform)\s*:\s*"([^"]*)"')
+_POLICY = re.compile(r"\bmodel_version_policy\s*\{\s*(all|latest|specific)\b")
+# The directory the tensorflow/serving container sees the base directory at
+# (serving/docker-run.sh mounts it there; export writes models.config for it).
+CONTAINER_BASE = "/models"
 
 
 def read_model_config(path: str | os.PathLike) -> list[dict[str, str]]:
@@ -270,10 +278,12 @@ def read_model_config(path: str | os.PathLike) -> list[dict[str, str]]:
 
     Uses `tensorflow_serving`'s `ModelServerConfig` proto when
     `tensorflow-serving-api` is installed (strict parse), else reads the `name`,
-    `base_path` and `model_platform` fields in order.
+    `base_path`, `model_platform` and version policy fields in order.
 
     Returns:
-        One dict per model with the keys `name`, `base_path`, `model_platform`.
+        One dict per model with the keys `name`, `base_path`, `model_platform` and
+        `model_version_policy` (`"all"`, `"latest"`, `"specific"`, or `""` when
+        absent: TF Serving then serves the newest version only).
     """
     text = Path(path).read_text(encoding="utf-8")
     try:
@@ -281,15 +291,22 @@ def read_model_config(path: str | os.PathLike) -> list[dict[str, str]]:
         from tensorflow_serving.config import model_server_config_pb2
     except ImportError:
         entries: list[dict[str, str]] = []
-        for key, value in _CONFIG_ENTRY.findall(text):
-            if key == "name" or not entries:
-                entries.append({"name": "", "base_path": "", "model_platform": ""})
-            entries[-1][key] = value
+        # One chunk per `config {` block: the policy belongs to the block it is in.
+        for block in re.split(r"\bconfig\s*\{", text)[1:]:
+            entry = {"name": "", "base_path": "", "model_platform": "",
+                     "model_version_policy": ""}
+            for key, value in _CONFIG_ENTRY.findall(block):
+                entry[key] = value
+            policy = _POLICY.search(block)
+            entry["model_version_policy"] = policy[1] if policy else ""
+            entries.append(entry)
         return entries
     config = model_server_config_pb2.ModelServerConfig()
     text_format.Parse(text, config)
     return [
-        {"name": c.name, "base_path": c.base_path, "model_platform": c.model_platform}
+        {"name": c.name, "base_path": c.base_path, "model_platform": c.model_platform,
+         "model_version_policy": (c.model_version_policy.WhichOneof("policy_choice") or "")
+         if c.HasField("model_version_policy") else ""}
         for c in config.model_config_list.config
     ]
 
@@ -315,9 +332,24 @@ def _check_model_config(report, base_dir: Path, config_path: Path) -> None:
         if not (base_dir / name).is_dir():
             report._add("error", config_path, f"model {name!r} is listed but {base_dir / name} "
                         "does not exist")
+        if entry.get("model_version_policy") != "all" and len(report.models.get(name, [])) > 1:
+            report._add("warning", config_path, f"model {name!r}: TF Serving serves only "
+                        f"the newest of its {len(report.models[name])} versions with this "
+                        "config (`deconvnet serve` serves all); add "
+                        "`model_version_policy { all {} }`")
         if Path(base_path).name != name:
             report._add("warning", config_path, f"model {name!r}: base_path {base_path!r} does "
                         f"not end in /{name}")
+        elif base_path.startswith(CONTAINER_BASE + "/"):
+            inside = base_dir / base_path[len(CONTAINER_BASE) + 1:]
+            if not inside.is_dir():
+                report._add("error", config_path, f"model {name!r}: base_path {base_path!r} "
+                            f"maps to {inside} with the base directory mounted at "
+                            f"{CONTAINER_BASE}, which does not exist")
+        elif Path(base_path).is_absolute() and not Path(base_path).exists():
+            report._add("warning", config_path, f"model {name!r}: base_path {base_path!r} "
+                        f"does not exist here and is not under {CONTAINER_BASE}, where "
+                        "serving/docker-run.sh mounts the base directory")
         elif Path(base_path).is_absolute() and Path(base_path).exists() and not (
             Path(base_path).resolve() == (base_dir / name).resolve()
         ):
@@ -327,6 +359,43 @@ def _check_model_config(report, base_dir: Path, config_path: Path) -> None:
         if name not in names:
             report._add("warning", config_path, f"model {name!r} is not listed: TF Serving "
                         "started with this config will not serve it")
+
+
+def _check_permissions(report, base: Path) -> None:
+    """Reports what other users cannot read: files without `o+r`, directories without `o+rx`.
+
+    The report names the first few and the count; an export written with umask 0022
+    has none. Hidden entries (staging directories) are skipped.
+    """
+    closed: list[tuple[Path, int]] = []
+    unreadable: list[Path] = []
+    count = 0
+    for root, dirs, files in os.walk(base):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for entry in [Path(root), *(Path(root) / f for f in files if not f.startswith("."))]:
+            count += 1
+            if count > 100_000:  # bounded work on a huge tree
+                return
+            try:
+                info = entry.lstat()
+            except OSError:
+                continue
+            if stat.S_ISLNK(info.st_mode):
+                continue
+            need = 0o005 if stat.S_ISDIR(info.st_mode) else 0o004
+            if info.st_mode & need != need:
+                closed.append((entry, stat.S_IMODE(info.st_mode)))
+            if not os.access(entry, os.R_OK):
+                unreadable.append(entry)
+    for entry in unreadable[:3]:
+        report._add("error", entry, "cannot be read by this user (check its owner and mode)")
+    if closed:
+        shown = ", ".join(f"{path} ({mode:04o})" for path, mode in closed[:3])
+        more = f" and {len(closed) - 3} more" if len(closed) > 3 else ""
+        report._add("warning", base, f"{len(closed)} file(s) or directories other users "
+                    f"cannot read: {shown}{more}. TF Serving running as another user (a "
+                    "container's non-root user, a shared directory, a Kubernetes volume) "
+                    f"cannot load them; fix: chmod -R a+rX {base}")
 
 
 def check_layout(
@@ -377,6 +446,7 @@ def check_layout(
     children = [p for p in sorted(path.iterdir()) if p.is_dir() and not p.name.startswith(".")]
     if name is None and any(p.name.isdigit() or _is_saved_model(p) for p in children):
         _check_model(report, path, required_signatures, expected, load)  # a model dir
+        _check_permissions(report, path)
         return report
     models = [path / name] if name is not None else [
         p for p in children
@@ -390,6 +460,7 @@ def check_layout(
     config_path = path / "models.config"
     if config_path.is_file():
         _check_model_config(report, path, config_path)
+    _check_permissions(report, path)
     return report
 
 

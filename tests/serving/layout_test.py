@@ -126,3 +126,34 @@ def test_registered_cli_command(base, capsys):
     if "serve" not in cli.COMMANDS:
         pytest.skip("`serve` is not registered in keras_deconvnet.cli.COMMANDS yet")
     assert cli.main(["serve", "--check", str(base)]) == 0
+
+
+def _warnings(report):
+    return " | ".join(str(p) for p in report.warnings)
+
+
+def test_files_other_users_cannot_read_are_reported(base, capsys):
+    """A version written with the old 0600/0700 modes: TF Serving as another user fails."""
+    assert "cannot read" not in _warnings(check_layout(base))  # the umask's modes
+    weights = base / "deconvnet" / "2" / "variables" / "variables.index"
+    weights.chmod(0o600)
+    (base / "deconvnet" / "1").chmod(0o700)
+    report = check_layout(base)
+    assert "2 file(s) or directories other users cannot read" in _warnings(report)
+    assert "variables.index (0600)" in _warnings(report) and "chmod -R a+rX" in _warnings(report)
+    assert serve_command.run(_check_args("--check", str(base))) == 0  # a warning only
+    assert "other users cannot read" in capsys.readouterr().out
+
+
+def test_models_config_policy_and_container_paths(base):
+    config = base / "models.config"
+    text = config.read_text()
+    assert "model_version_policy { all {} }" in text and '"/models/deconvnet"' in text
+    config.write_text(text.replace("model_version_policy { all {} }", ""))
+    entry, = read_model_config(config)
+    assert entry["model_version_policy"] == ""
+    assert "serves only the newest of its 2 versions" in _warnings(check_layout(base))
+    config.write_text(text.replace('"/models/deconvnet"', '"/models/gone/deconvnet"'))
+    assert "maps to" in _messages(check_layout(base))
+    config.write_text(text.replace('"/models/deconvnet"', '"/nowhere/deconvnet"'))
+    assert "does not exist here and is not under /models" in _warnings(check_layout(base))
