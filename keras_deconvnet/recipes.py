@@ -394,9 +394,15 @@ def train_recipe(
     keras.utils.set_random_seed(recipe.seed)
     build = build_model_fn(recipe, dataset_info.num_classes, dataset_info.class_names,
                            dataset_info.palette[: dataset_info.num_classes].tolist())
-    stage1, stage2 = crop_datasets(train, recipe.crop_size,
-                                   batch_size=training_config.batch_size, seed=recipe.seed,
-                                   proposals=recipe.proposals)
+
+    def crops(stage: int):
+        # Functions, not datasets: each use gets a new pipeline in its initial
+        # random state, which is what makes a resumed run exact.
+        return lambda: crop_datasets(train, recipe.crop_size,
+                                     batch_size=training_config.batch_size,
+                                     seed=recipe.seed, proposals=recipe.proposals)[stage]
+
+    stage1, stage2 = crops(0), crops(1)
     validation = validation_crops(val, recipe.crop_size) if val is not None else None
     start = time.perf_counter()
     model, history = train_two_stage(build, stage1, stage2, validation, str(output_dir),

@@ -161,8 +161,6 @@ def training_config_from_args(args):
     for flag, field in _FIELDS.items():
         if getattr(args, flag) is not None:
             config[field] = getattr(args, flag)
-    if config.get("gradient_accumulation_steps") == 1:
-        config["gradient_accumulation_steps"] = None
     if args.no_batchnorm_recompute:
         config["recompute_batchnorm"] = False
     if args.class_balancing is not None:

@@ -83,6 +83,7 @@ def recompute_batchnorm_statistics(
     num_batches: int | None = 500,
     method: str = "caffe",
     unbiased: bool = True,
+    progress=None,
 ) -> int:
     """Replaces every BatchNorm's moving mean and variance by statistics over data.
 
@@ -110,6 +111,8 @@ def recompute_batchnorm_statistics(
             Defaults to `500`.
         method: `"caffe"` or `"population"`, see above. Defaults to `"caffe"`.
         unbiased: with `"caffe"`, the `m / (m - 1)` correction. Defaults to `True`.
+        progress: `None` or a function called with the number of batches done
+            after each batch (e.g. `keras_deconvnet.training.progress.BatchProgress`).
 
     Returns:
         The number of batches used.
@@ -160,7 +163,8 @@ def recompute_batchnorm_statistics(
             # the batch's statistics, which are read and pooled in float64.
             layer.momentum = 0.0
             layer.trainable = True
-        used, statistics = _accumulate(model, layers, dataset, num_batches, method, unbiased)
+        used, statistics = _accumulate(model, layers, dataset, num_batches, method, unbiased,
+                                       progress)
         for layer, (mean, variance) in zip(layers, statistics):
             layer.moving_mean.assign(mean.astype(layer.moving_mean.dtype))
             layer.moving_variance.assign(variance.astype(layer.moving_variance.dtype))
@@ -175,7 +179,7 @@ def recompute_batchnorm_statistics(
     return used
 
 
-def _accumulate(model, layers, dataset, num_batches, method, unbiased):
+def _accumulate(model, layers, dataset, num_batches, method, unbiased, progress=None):
     """Runs the batches; returns `(batches used, [(mean, variance)] per layer)`."""
     preprocessor = getattr(model, "preprocessor", None)
     sum_mean = [np.zeros(layer.moving_mean.shape, np.float64) for layer in layers]
@@ -211,6 +215,8 @@ def _accumulate(model, layers, dataset, num_batches, method, unbiased):
                 sum_var[i] += weight * var
             total += weight
             used += 1
+            if progress is not None:
+                progress(used)
     if used == 0:
         raise ValueError("`dataset` yielded no batch: cannot compute statistics.")
     statistics = []

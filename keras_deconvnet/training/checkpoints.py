@@ -225,6 +225,14 @@ class EpochBackup(keras.callbacks.Callback):
         enabled: `False` restores but never writes (non-chief workers, which read
             the chief's backups). Defaults to `True`.
         keep: how many backups to keep. Defaults to `2`.
+        restore_on_train_begin: restore the newest backup in `on_train_begin` and
+            make `fit` start at its epoch. `False` when the caller restores first
+            (`restore`) and passes `initial_epoch` itself, as `train_two_stage`
+            does to position its data. Defaults to `True`.
+        state_callbacks: callbacks whose counters (`wait`, `best`,
+            `cooldown_counter`, e.g. `ReduceLROnPlateau`'s) are saved with each
+            backup and restored in `on_train_begin`; place this callback after
+            them, so that their own `on_train_begin` reset comes first.
 
     Raises:
         ValueError: on a bad `save_freq` or `keep`.
@@ -237,7 +245,8 @@ class EpochBackup(keras.callbacks.Callback):
     """
 
     def __init__(self, backup_dir: str, save_freq="epoch", enabled: bool = True,
-                 keep: int = 2):
+                 keep: int = 2, restore_on_train_begin: bool = True,
+                 state_callbacks=()):
         super().__init__()
         if save_freq != "epoch" and (isinstance(save_freq, bool)
                                      or not isinstance(save_freq, int) or save_freq < 1):
@@ -253,6 +262,10 @@ class EpochBackup(keras.callbacks.Callback):
         self._epoch = 0
         self._batches = 0
         self.restored_epoch = 0
+        self.restore_on_train_begin = restore_on_train_begin
+        self.state_callbacks = list(state_callbacks)
+        self.restored_record: dict | None = None  # the record `restore` loaded
+        self.restored_path: str | None = None  # and its weights file
 
     # --- reading ---------------------------------------------------------------
     def backups(self) -> list[tuple[int, str, str]]:
@@ -308,7 +321,11 @@ class EpochBackup(keras.callbacks.Callback):
                 errors.append(str(e))
                 warnings.warn(f"{e}; falling back to the previous backup", stacklevel=2)
                 continue
+            self.restored_record, self.restored_path = record, weights_path
+            self.restored_epoch = epoch
             return epoch
+        self.restored_record = self.restored_path = None
+        self.restored_epoch = 0
         if errors:
             raise CheckpointError(
                 "no backup in " + self.backup_dir + " can be loaded (" + "; ".join(errors)
@@ -326,6 +343,8 @@ class EpochBackup(keras.callbacks.Callback):
         record = {"epoch": int(epoch)}
         if batch is not None:
             record["batch"] = int(batch)
+        if self.state_callbacks:
+            record["callbacks"] = [_callback_state(c) for c in self.state_callbacks]
         atomic_io.write_json(f"{stem}.json", record)  # After the weights: marks them whole.
         for _, weights_path, json_path in existing[self.keep - 1:]:
             for path in (json_path, weights_path):  # json first: never a lone record.
@@ -334,12 +353,17 @@ class EpochBackup(keras.callbacks.Callback):
 
     # --- callback --------------------------------------------------------------
     def on_train_begin(self, logs=None):
-        self.restored_epoch = self.restore(self.model)
-        self._epoch = self.restored_epoch
         self._batches = 0
-        # Read by `fit` right after `on_train_begin` (Keras's BackupAndRestore does
-        # the same); cleared in `on_train_end`.
-        private_apis.set_initial_epoch(self.model, self.restored_epoch or None)
+        if self.restore_on_train_begin:
+            self.restored_epoch = self.restore(self.model)
+            # Read by `fit` right after `on_train_begin` (Keras's BackupAndRestore
+            # does the same); cleared in `on_train_end`.
+            private_apis.set_initial_epoch(self.model, self.restored_epoch or None)
+        self._epoch = self.restored_epoch
+        states = (self.restored_record or {}).get("callbacks")
+        if isinstance(states, list) and len(states) == len(self.state_callbacks):
+            for callback, state in zip(self.state_callbacks, states):
+                _set_callback_state(callback, state)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -356,4 +380,38 @@ class EpochBackup(keras.callbacks.Callback):
             self.save(self.model, epoch + 1)
 
     def on_train_end(self, logs=None):
-        private_apis.set_initial_epoch(self.model, None)
+        if self.restore_on_train_begin:
+            private_apis.set_initial_epoch(self.model, None)
+
+
+# The counters of Keras's epoch-level callbacks (ReduceLROnPlateau, EarlyStopping).
+_CALLBACK_COUNTERS = ("wait", "best", "cooldown_counter", "best_epoch")
+
+
+def _callback_state(callback) -> dict:
+    """A callback's counters, floats as exact strings (`repr`: inf and NaN too)."""
+    state = {}
+    for name in _CALLBACK_COUNTERS:
+        value = getattr(callback, name, None)
+        if isinstance(value, bool) or value is None:
+            continue
+        try:
+            state[name] = repr(float(value))
+        except (TypeError, ValueError):
+            continue
+    return state
+
+
+def _set_callback_state(callback, state) -> None:
+    if not isinstance(state, dict):
+        return
+    for name, text in state.items():
+        if name not in _CALLBACK_COUNTERS or not hasattr(callback, name):
+            continue
+        try:
+            value = float(text)
+        except (TypeError, ValueError):
+            continue
+        if isinstance(getattr(callback, name), int) and value.is_integer():
+            value = int(value)
+        setattr(callback, name, value)

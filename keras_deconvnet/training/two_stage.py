@@ -13,15 +13,22 @@ stages themselves run in `keras_deconvnet.training.stages`.
 
 `train_two_stage` is restartable: kill it at any point (inside a stage, between
 stages, during the BN recomputation) and run it again with the same `output_dir`:
-every stage still runs all its epochs. A second run on the same directory stops at
-once with a one-line error (an exclusive lock). Layout of `output_dir`:
+every stage still runs all its epochs, and when the datasets are given as functions
+that build them (as `train_recipe` does) the resumed run ends with the same weights,
+bit for bit, as one that was never interrupted (how: `keras_deconvnet.training.
+stages`). A second run on the same directory stops at once with a one-line error
+(an exclusive lock). Nothing is written to `output_dir` before the datasets and the
+model have been built, so a run that fails to start leaves no trace there.
+Temporary files that a kill left behind are removed when a run starts. Layout of
+`output_dir`:
 
 ```
 .lock                        held while a run is going (flock; released on exit)
 config.json                  the TrainingConfig used
 stage1/ stage2/
     backup/                  ckpt-NNNNNN.weights.h5 + .json: the two newest epoch
-                             backups (weights and optimizer); removed when done
+                             backups (weights, optimizer, schedule counters);
+                             removed when done
     last.weights.h5          weights after the latest epoch (atomic)
     best.weights.h5          weights of the best epoch by `checkpoint_monitor`
     best.json                {"monitor", "value", "epoch"}
@@ -46,6 +53,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -99,7 +108,11 @@ def train_two_stage(
             batched or not (unbatched datasets are batched with `config.batch_size`,
             dropping the remainder). Batches are global: split across replicas.
             Shuffle and `repeat()` it yourself (with `steps_per_epoch`). `None`
-            only if `config.stage1.epochs == 0`.
+            only if `config.stage1.epochs == 0`. Pass a function for an exact
+            resume: it is called for every use (the stage's `fit`, the BN
+            statistics), each time giving a new dataset with the same seeds, while
+            a dataset object carries `tf.data` random state from one use (and one
+            process) to the next.
         stage2_train: the same for stage 2 (also used for the BN statistics).
         validation: `(image, mask)` dataset evaluated at every epoch end, or `None`.
         output_dir: directory for checkpoints, logs and the resume state.
@@ -153,14 +166,53 @@ def train_two_stage(
     _check_replicas(config, strategy)
 
     chief = is_chief(strategy)
+    # Built before anything is written: a model that cannot be built (weights
+    # offline, a bad preset) leaves `output_dir` untouched.
+    model = _build_model(build_model, strategy)
     with OutputDirLock(output_dir) if chief else contextlib.nullcontext():
         if chief:
-            _save_config(config, output_dir)
-        model = _build_model(build_model, strategy)
+            remove_partial_files(output_dir)
+            _save_config(config, output_dir, stages)
         run = TrainingRun(model, config, strategy, output_dir, chief, validation,
                           list(callbacks))
         history = run_stages(run, stages)
     return model, history
+
+
+# What `atomic_io` writes before its final rename: `.NAME.tmp-XXXX.SUFFIX` files,
+# `.NAME.partial-XXXX` and `.NAME.old-XXXX` directories.
+_PARTIAL = re.compile(r"^\..+\.(tmp|partial|old)-[A-Za-z0-9_]+")
+
+
+def remove_partial_files(output_dir: str) -> list[str]:
+    """Removes the temporary files and directories a killed run left in `output_dir`.
+
+    Only names of `atomic_io`'s temporary form are touched, and only while the
+    caller holds the directory's lock (no other writer can be using them).
+
+    Returns:
+        The paths removed.
+
+    Example:
+
+    >>> import tempfile
+    >>> remove_partial_files(tempfile.mkdtemp())
+    []
+    """
+    removed = []
+    for root, dirs, files in os.walk(output_dir):
+        for name in [*files, *dirs]:
+            if not _PARTIAL.match(name):
+                continue
+            path = os.path.join(root, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+            removed.append(path)
+        dirs[:] = [d for d in dirs if not _PARTIAL.match(d)]
+    return sorted(removed)
 
 
 def _check_build_model(build_model) -> None:
@@ -186,7 +238,7 @@ def _stages(config: TrainingConfig, output_dir: str, stage1_train, stage2_train)
     """The two `Stage`s, their datasets checked (and batched if needed)."""
     stages = [
         Stage(name, getattr(config, name),
-              _check_dataset(data, f"{name}_train", config.batch_size, True),
+              _stage_data(data, f"{name}_train", config.batch_size),
               os.path.join(output_dir, name))
         for name, data in (("stage1", stage1_train), ("stage2", stage2_train))
     ]
@@ -198,6 +250,19 @@ def _stages(config: TrainingConfig, output_dir: str, stage1_train, stage2_train)
                 "to skip the stage."
             )
     return stages
+
+
+def _stage_data(data, name: str, batch_size: int):
+    """A stage's dataset, checked; a function is checked now (called once) and
+    kept as a function returning a new checked dataset at each call."""
+    if data is None or isinstance(data, tf.data.Dataset) or not callable(data):
+        return _check_dataset(data, name, batch_size, True)
+    _check_dataset(data(), name, batch_size, True)
+
+    def make():
+        return _check_dataset(data(), name, batch_size, True)
+
+    return make
 
 
 def _check_dataset(dataset, name: str, batch_size: int, drop_remainder: bool):
@@ -240,9 +305,11 @@ def _check_replicas(config: TrainingConfig, strategy) -> None:
         )
 
 
-def _save_config(config: TrainingConfig, output_dir: str) -> None:
+def _save_config(config: TrainingConfig, output_dir: str, stages=()) -> None:
     config_path = os.path.join(output_dir, "config.json")
-    if os.path.exists(config_path):
+    trained = any(os.path.exists(os.path.join(stage.directory, name)) for stage in stages
+                  for name in ("COMPLETE.json", "backup", "history.csv"))
+    if trained and os.path.exists(config_path):
         try:
             previous = TrainingConfig.load(config_path)
         except (ValueError, TypeError, CheckpointError):
