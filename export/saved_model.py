@@ -48,6 +48,10 @@ _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 # Where the tensorflow/serving container sees the base directory (serving/docker-run.sh
 # mounts it there): models.config's base paths are written for it.
 CONTAINER_BASE = "/models"
+# A version directory's name: ASCII digits of an int64 (TF Serving's rule; the local
+# server's `servables.is_version_name` is the same). `str.isdigit` would also take
+# "²" or "٣", which `int()` refuses or reads as another number.
+_VERSION_PATTERN = re.compile(r"[0-9]{1,18}")
 # What each signature takes and returns, written into `export_config.json`.
 SIGNATURE_DESCRIPTIONS = {
     SERVING_DEFAULT: {
@@ -87,7 +91,8 @@ def next_version(model_dir: str | os.PathLike) -> int:
     """1 + the largest integer version directory under `model_dir` (1 if none)."""
     model_dir = Path(model_dir)
     versions = [
-        int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()
+        int(p.name) for p in model_dir.iterdir()
+        if _VERSION_PATTERN.fullmatch(p.name) and p.is_dir()
     ] if model_dir.is_dir() else []
     return max(versions, default=0) + 1
 
@@ -254,7 +259,7 @@ def write_model_config(
     names = sorted(
         p.name for p in base_dir.iterdir()
         if p.is_dir() and not p.name.startswith(".")
-        and any(v.is_dir() and v.name.isdigit() for v in p.iterdir())
+        and any(_VERSION_PATTERN.fullmatch(v.name) and v.is_dir() for v in p.iterdir())
     ) if base_dir.is_dir() else []
     if not names:
         raise ValueError(

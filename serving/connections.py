@@ -3,10 +3,16 @@
 Slow or idle clients cannot starve the others: a connection must deliver its request
 line and headers within `header_timeout` seconds (counted from its accept or its
 previous answer: idle keep-alive connections are closed then) and its body within
-`body_timeout` seconds (`DeadlineReader`: one deadline per phase, not per `recv`), and
-when every connection slot is taken, the connection that has been waiting longest for
-a request is closed to make room for a new one (`SlottedHTTPServer`; connections
-whose request is being answered are never closed).
+`body_timeout` seconds (`DeadlineReader`: one deadline per phase, not per `recv`). An
+answer must keep moving: each piece of it must be taken by the client within
+`send_timeout` seconds, so a client that never reads its answer loses its connection
+within seconds (not `body_timeout`). When every connection slot is taken, the
+connection that has been waiting longest for a request is closed to make room for a
+new one, else the one whose answer has been stalled longest (for at least
+`STALL_SECONDS`) (`SlottedHTTPServer`; connections whose answer is being computed,
+or is moving, are never closed). Request bodies in flight share one memory budget,
+`max_inflight_bytes`: a body that does not fit waits for others to finish (up to
+`header_timeout`, then 503); a body alone always fits.
 """
 
 from __future__ import annotations
@@ -26,6 +32,11 @@ DEFAULT_MAX_REQUEST_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_CONNECTIONS = 256
 DEFAULT_HEADER_TIMEOUT = 10.0
 DEFAULT_BODY_TIMEOUT = 60.0
+DEFAULT_SEND_TIMEOUT = 5.0
+DEFAULT_MAX_INFLIGHT_BYTES = 128 * 1024 * 1024
+# An answer that has not moved for this long may be closed for a new connection when
+# every slot is taken.
+STALL_SECONDS = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +51,14 @@ class ConnectionLimits:
             from its accept or its previous answer (so also the keep-alive idle time).
             Defaults to 10.
         body_timeout: seconds a connection has to send its body once the headers are
-            in; also the time it has to take the answer. Defaults to 60.
+            in; also the time it has to take the whole answer. Defaults to 60.
+        send_timeout: seconds the client has to take each piece (64 KiB) of its
+            answer: a client that stops reading is closed after this. Defaults to 5.
+        max_inflight_bytes: request bodies being read or answered, all connections
+            together (a JSON body costs about 13 times its size in memory once
+            parsed); a body that does not fit waits for others, up to
+            `header_timeout`, then is answered 503. A body alone always fits.
+            Defaults to 128 MiB.
 
     Example:
 
@@ -56,6 +74,8 @@ class ConnectionLimits:
     max_connections: int = DEFAULT_MAX_CONNECTIONS
     header_timeout: float = DEFAULT_HEADER_TIMEOUT
     body_timeout: float = DEFAULT_BODY_TIMEOUT
+    send_timeout: float = DEFAULT_SEND_TIMEOUT
+    max_inflight_bytes: int = DEFAULT_MAX_INFLIGHT_BYTES
 
     def __post_init__(self):
         for field in dataclasses.fields(self):
@@ -124,8 +144,12 @@ class SlottedHTTPServer(http.server.ThreadingHTTPServer):
 
     Handlers report their phase: `track` on setup, `set_phase(handler, "reading")`
     while waiting for or reading a request (such a connection may be evicted for a
-    new one), `set_phase(handler, "working")` while it is answered (never evicted),
-    `untrack` on finish; `is_evicted` tells a handler not to answer any more.
+    new one), `set_phase(handler, "working")` while its answer is computed (never
+    evicted), `set_phase(handler, "sending")` while the answer is written, with
+    `progress(handler)` after each piece (evicted when stalled for `STALL_SECONDS`
+    and no connection waits for a request), `untrack` on finish; `is_evicted` tells a
+    handler not to answer any more. `reserve_body` / `release_body` keep the bodies in
+    flight within `limits.max_inflight_bytes`.
 
     Args:
         address: `(host, port)` to bind.
@@ -143,7 +167,36 @@ class SlottedHTTPServer(http.server.ThreadingHTTPServer):
         # request: may be evicted) or "working" (being answered: never evicted).
         self._connections: dict = {}
         self._connections_lock = threading.Lock()
+        self._budget = threading.Condition()
+        self.inflight_bytes = 0
         super().__init__(address, handler_class)
+
+    def reserve_body(self, size: int, timeout: float) -> bool:
+        """Takes `size` bytes of the in-flight budget, waiting up to `timeout` seconds
+        for other bodies to finish; `False` if they did not."""
+        budget = self.limits.max_inflight_bytes
+        with self._budget:
+            if not self._budget.wait_for(
+                lambda: self.inflight_bytes == 0 or self.inflight_bytes + size <= budget,
+                timeout,
+            ):
+                return False
+            self.inflight_bytes += size
+            return True
+
+    def release_body(self, size: int) -> None:
+        """Gives back what `reserve_body` took."""
+        if size:
+            with self._budget:
+                self.inflight_bytes -= size
+                self._budget.notify_all()
+
+    def progress(self, handler) -> None:
+        """A piece of `handler`'s answer was taken: it is not stalled."""
+        with self._connections_lock:
+            entry = self._connections.get(handler)
+            if entry is not None:
+                entry[1] = time.monotonic()
 
     def track(self, handler) -> None:
         with self._connections_lock:
@@ -165,18 +218,23 @@ class SlottedHTTPServer(http.server.ThreadingHTTPServer):
             return entry is None or entry[2]
 
     def _evict_one(self) -> None:
-        """Closes the connection that has waited longest for its request, unless an
-        evicted one has not released its slot yet."""
+        """Closes the connection that has waited longest for its request, else the one
+        whose answer has been stalled longest, unless an evicted one has not released
+        its slot yet."""
         with self._connections_lock:
             if any(entry[2] for entry in self._connections.values()):
                 return
             waiting = [(entry[1], id(h), h) for h, entry in self._connections.items()
                        if entry[0] == "reading"]
             if not waiting:
+                stalled_since = time.monotonic() - STALL_SECONDS
+                waiting = [(entry[1], id(h), h) for h, entry in self._connections.items()
+                           if entry[0] == "sending" and entry[1] <= stalled_since]
+            if not waiting:
                 return
             _, _, victim = min(waiting)
             self._connections[victim][2] = True
-        logger.debug("every connection slot is taken: closed the one idle longest")
+        logger.debug("every connection slot is taken: closed the one idle or stalled longest")
         try:
             victim.connection.shutdown(socket.SHUT_RDWR)
         except OSError:

@@ -24,6 +24,7 @@ import threading
 
 from keras_deconvnet.serving import connections, rest_server
 from keras_deconvnet.serving import limits as limits_module
+from keras_deconvnet.serving.servables import DEFAULT_LOAD_TIMEOUT
 
 EXAMPLES = """\
 Examples:
@@ -131,8 +132,23 @@ def _add_limit_options(group) -> None:
     group.add_argument("--max-connections", type=int,
                        default=connections.DEFAULT_MAX_CONNECTIONS, metavar="N",
                        help="REST connections served at once; when all are taken, the one "
-                            "idle longest is closed for a new one (default "
+                            "idle longest (else the one whose answer is stalled longest) "
+                            "is closed for a new one (default "
                             f"{connections.DEFAULT_MAX_CONNECTIONS})")
+    group.add_argument("--send-timeout", type=float, default=connections.DEFAULT_SEND_TIMEOUT,
+                       metavar="SECONDS",
+                       help="each 64 KiB piece of an answer must be taken within this: a "
+                            "client that stops reading is closed (default "
+                            f"{connections.DEFAULT_SEND_TIMEOUT:g})")
+    group.add_argument("--max-inflight-bytes", type=int,
+                       default=connections.DEFAULT_MAX_INFLIGHT_BYTES, metavar="BYTES",
+                       help="request bodies in flight, all connections together; more "
+                            "wait, then get 503 (default "
+                            f"{connections.DEFAULT_MAX_INFLIGHT_BYTES // 2**20} MiB)")
+    group.add_argument("--load-timeout", type=float, default=DEFAULT_LOAD_TIMEOUT,
+                       metavar="SECONDS",
+                       help="a version taking longer to load is END with DEADLINE_EXCEEDED "
+                            f"and the others serve (default {DEFAULT_LOAD_TIMEOUT:g})")
 
 
 def _add_batching_options(parser: argparse.ArgumentParser) -> None:
@@ -211,6 +227,7 @@ def connection_limits(args: argparse.Namespace) -> connections.ConnectionLimits:
     return connections.ConnectionLimits(
         max_request_bytes=args.max_request_bytes, max_connections=args.max_connections,
         header_timeout=args.header_timeout, body_timeout=args.body_timeout,
+        send_timeout=args.send_timeout, max_inflight_bytes=args.max_inflight_bytes,
     )
 
 
@@ -221,6 +238,9 @@ def _check_options(args: argparse.Namespace) -> None:
     for flag, value in (("--max-request-bytes", args.max_request_bytes),
                         ("--header-timeout", args.header_timeout),
                         ("--body-timeout", args.body_timeout),
+                        ("--send-timeout", args.send_timeout),
+                        ("--max-inflight-bytes", args.max_inflight_bytes),
+                        ("--load-timeout", args.load_timeout),
                         ("--max-connections", args.max_connections)):
         if not value > 0:
             raise UsageError(f"{flag} must be positive, not {value}")
@@ -307,7 +327,8 @@ def _open_repository(args: argparse.Namespace, options, limits):
     from keras_deconvnet.serving.repository import ModelRepository
 
     repository = ModelRepository.from_base_dir(
-        args.model_base, args.name, args.versions, limits=limits
+        args.model_base, args.name, args.versions, limits=limits,
+        load_timeout=args.load_timeout,
     )
     if options is not None:
         repository.enable_batching(options)

@@ -1,7 +1,9 @@
 """The repository the local servers serve: models, their versions, polling, predict.
 
-`ModelRepository.from_base_dir` loads every integer version directory under
-`BASE/NAME/` in isolation (`servables.load_version`): a version that fails to load is
+`ModelRepository.from_base_dir` loads every version directory (ASCII digits) under
+`BASE/NAME/` in isolation and with a time limit (`servables.load_version`; a FIFO or
+device in it is refused unread), so no version can stop start-up or polling: one
+that fails to load is
 reported in the status as `END` with its error, as TF Serving's
 `model_version_status` does, and the other versions serve. `poll()` (run every
 `--file-system-poll-wait-seconds` by `start_polling`) rescans the base directory as
@@ -31,6 +33,7 @@ from keras_deconvnet.serving.errors import not_found
 from keras_deconvnet.serving.limits import RequestLimits
 from keras_deconvnet.serving.servables import (
     AVAILABLE,
+    DEFAULT_LOAD_TIMEOUT,
     END,
     LOADING,
     Servable,
@@ -56,6 +59,7 @@ class ModelRepository:
         models: model name -> {version -> `Servable`} (all `AVAILABLE`); use
             `from_base_dir` to load a TF Serving base directory.
         limits: the `RequestLimits` of every predict request.
+        load_timeout: seconds one version may take to load (see `from_base_dir`).
         max_image_pixels: shorthand for `limits.max_image_pixels` (kept for
             compatibility).
 
@@ -74,8 +78,10 @@ class ModelRepository:
         models: Mapping[str, Mapping[int, Servable]] | None = None,
         max_image_pixels: int | None = None,
         limits: RequestLimits | None = None,
+        load_timeout: float | None = DEFAULT_LOAD_TIMEOUT,
     ):
         limits = limits or RequestLimits()
+        self.load_timeout = load_timeout
         if max_image_pixels is not None:
             limits = dataclasses.replace(limits, max_image_pixels=max_image_pixels)
         self.limits = limits
@@ -106,6 +112,7 @@ class ModelRepository:
         versions: str = "all",
         max_image_pixels: int | None = None,
         limits: RequestLimits | None = None,
+        load_timeout: float | None = DEFAULT_LOAD_TIMEOUT,
     ) -> ModelRepository:
         """Loads models from TF Serving's layout `base_dir/NAME/VERSION/`.
 
@@ -121,6 +128,9 @@ class ModelRepository:
                 loads (a newer version that fails leaves the older one serving).
             max_image_pixels: see the class.
             limits: see the class.
+            load_timeout: seconds one version may take to load (`None`: no limit);
+                a version that takes longer is `END` with `DEADLINE_EXCEEDED` and the
+                others load and serve. Defaults to 120.
 
         Returns:
             The repository.
@@ -134,7 +144,8 @@ class ModelRepository:
             raise FileNotFoundError(f"model base directory not found: {base_dir}")
         if versions not in ("all", "latest"):
             raise ValueError(f"`versions` must be 'all' or 'latest'. Received: {versions!r}")
-        repository = cls(max_image_pixels=max_image_pixels, limits=limits)
+        repository = cls(max_image_pixels=max_image_pixels, limits=limits,
+                         load_timeout=load_timeout)
         repository.base_dir = base_dir
         repository.version_policy = versions
         if names is not None:
@@ -279,7 +290,7 @@ class ModelRepository:
             self._status[name][version] = VersionStatus(
                 version, LOADING, fingerprint=fingerprint
             )
-        loaded = load_version(path, name, version)
+        loaded = load_version(path, name, version, self.load_timeout, self._stop)
         with self._lock:
             self._status[name][version] = loaded
         return loaded
@@ -383,7 +394,7 @@ class ModelRepository:
         """Stops polling and the batching threads."""
         self._stop.set()
         if self._poller is not None:
-            self._poller.join(timeout=30)
+            self._poller.join(timeout=5)  # a load in progress is abandoned at once
             self._poller = None
         with self._lock:
             for batcher in self._batchers.values():

@@ -56,7 +56,17 @@ def _is_b64(value) -> bool:
     return isinstance(value, dict) and len(value) == 1 and "b64" in value
 
 
-def _decode_strings(value, name: str):
+# Deepest nesting of a value: numpy's 64 dimensions (TF Serving's parser has a
+# similar bound); deeper JSON is refused, not recursed into.
+_MAX_DEPTH = 64
+
+
+def _decode_strings(value, name: str, depth: int = 0):
+    if depth > _MAX_DEPTH:
+        raise ServingError(
+            f"Input {name!r} is nested deeper than {_MAX_DEPTH} levels: no tensor has "
+            "that many dimensions"
+        )
     if _is_b64(value):
         encoded = value["b64"]
         if not isinstance(encoded, str):
@@ -70,7 +80,7 @@ def _decode_strings(value, name: str):
     if isinstance(value, str):
         return value.encode("utf-8")
     if isinstance(value, list):
-        return [_decode_strings(v, name) for v in value]
+        return [_decode_strings(v, name, depth + 1) for v in value]
     raise ServingError(
         f"Input {name!r} is a string tensor: send strings or {{\"b64\": ...}} objects, "
         f"not {type(value).__name__}"

@@ -23,8 +23,12 @@ batches concurrent requests when batching is enabled and keeps serving after any
 request.
 
 Slow or idle clients cannot starve the others: each connection has deadlines for its
-headers and its body, and when every connection slot is taken, the connection waiting
-longest for a request is closed for a new one (`connections.ConnectionLimits`).
+headers and its body, its answer must keep moving (`send_timeout` per piece), the
+bodies in flight share one memory budget, and when every connection slot is taken,
+the connection waiting longest for a request (else the one whose answer is stalled
+longest) is closed for a new one (`connections.ConnectionLimits`). A request with two
+Content-Length headers is refused (400), a version that is not 1 to 18 ASCII digits
+is not found (404), and JSON nested deeper than any tensor is refused (400).
 
 Run it with `deconvnet serve --model-base DIR` or
 `python -m keras_deconvnet.serving.rest_server --model-base DIR`.
@@ -51,6 +55,7 @@ from keras_deconvnet.serving.connections import (
 )
 from keras_deconvnet.serving.errors import ServingError
 from keras_deconvnet.serving.repository import ModelRepository
+from keras_deconvnet.serving.servables import is_version_name
 
 logger = logging.getLogger("keras_deconvnet.serving")
 
@@ -58,6 +63,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_REST_PORT = 8501
 _MAX_DRAIN_BYTES = 256 * 1024 * 1024
 _DRAIN_SECONDS = 5.0
+_PIECE_BYTES = 64 * 1024  # the answer is written in pieces of this, each within send_timeout
 
 _PATH = re.compile(
     r"^/v1/models/(?P<name>[^/:]+)"
@@ -76,6 +82,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._reader = DeadlineReader(self.connection)
         self.rfile = io.BufferedReader(self._reader, 65536)
         self._answered = False
+        self._reserved = 0
         self.server.track(self)
 
     def finish(self):
@@ -90,7 +97,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._answered = False
         self._reader.start(server.limits.header_timeout)
         server.set_phase(self, "reading")
-        super().handle_one_request()  # closes the connection on a read timeout
+        # What an answer needs before the request line is parsed (a partial request
+        # line that times out is answered 408, not dropped).
+        self.requestline, self.command = "", None
+        self.request_version = "HTTP/1.1"
+        try:
+            super().handle_one_request()  # closes the connection on a read timeout
+        finally:
+            server.release_body(self._reserved)
+            self._reserved = 0
         if self._reader.expired and self._reader.received and not self._answered:
             # A request started but its headers did not arrive in time: say so, close.
             # (An idle keep-alive connection, nothing received, is closed silently.)
@@ -110,13 +125,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             sys.stderr.write(f"{self.address_string()} - {format % args}\n")
 
     def _write(self, chunks) -> None:
-        deadline = time.monotonic() + self.server.limits.body_timeout
+        """Writes the answer in pieces, each taken within `send_timeout` and all within
+        `body_timeout`: a client that stops reading is dropped within seconds."""
+        limits = self.server.limits
+        deadline = time.monotonic() + limits.body_timeout
         for chunk in chunks:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("the client did not take the answer in time")
-            self.connection.settimeout(remaining)
-            self.wfile.write(chunk)
+            view = memoryview(chunk)
+            for start in range(0, len(view), _PIECE_BYTES):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError("the client did not take the answer in time")
+                self.connection.settimeout(min(remaining, limits.send_timeout))
+                self.wfile.write(view[start:start + _PIECE_BYTES])
+                self.server.progress(self)
 
     def _send_json(self, status: int, payload, close: bool = False) -> None:
         """Sends `payload` (bytes, or a list of byte chunks) as a JSON answer."""
@@ -127,7 +148,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         close = close or self.close_connection
         self._answered = True
         try:
-            self.connection.settimeout(self.server.limits.body_timeout)
+            self.server.set_phase(self, "sending")
+            self.connection.settimeout(self.server.limits.send_timeout)
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(sum(len(c) for c in chunks)))
@@ -161,6 +183,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             self._send_error(self._timeout_error("body"), close=True)
         except (TimeoutError, BrokenPipeError, ConnectionResetError):
             self.close_connection = True
+        except RecursionError:  # nesting no signature has: bounded, and said so
+            self._send_error(ServingError("The request is nested too deeply"), close=True)
         except Exception as e:  # a bug must not take the server down
             logger.exception("internal error on %s %s", self.command, self.path)
             try:
@@ -175,9 +199,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             raise ServingError(f"Malformed request: {self.command} {path}", "NOT_FOUND")
         version = match["version"]
         if version is not None:
-            if not version.isdigit():
+            if not is_version_name(version):
+                shown = path if len(path) <= 200 else path[:200] + "..."
                 raise ServingError(
-                    f"Malformed request: {self.command} {path} (a version is an integer)",
+                    f"Malformed request: {self.command} {shown} (a version is an integer "
+                    "of 1 to 18 ASCII digits)",
                     "NOT_FOUND",
                 )
             version = int(version)
@@ -212,6 +238,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             raise ServingError(
                 "Chunked requests are not supported: send a Content-Length", http_status=411
             )
+        lengths = self.headers.get_all("Content-Length") or []
+        if len(lengths) > 1:
+            self.close_connection = True
+            raise ServingError(
+                f"Several Content-Length headers ({len(lengths)}): send exactly one",
+                http_status=400,
+            )
         length = self.headers.get("Content-Length")
         try:
             length = int(length)
@@ -235,6 +268,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 "RESOURCE_EXHAUSTED",
                 http_status=413,
             )
+        limits = self.server.limits
+        if not self.server.reserve_body(length, min(limits.header_timeout, limits.body_timeout)):
+            self.close_connection = True
+            raise ServingError(
+                f"The server is busy: {self.server.inflight_bytes} bytes of request "
+                f"bodies in flight, and {length} more would exceed the limit of "
+                f"{self.server.limits.max_inflight_bytes} (--max-inflight-bytes); retry",
+                "UNAVAILABLE",
+            )
+        self._reserved = length
+        self._reader.start(self.server.limits.body_timeout)  # from now, not the wait
         try:
             body = self.rfile.read(length)
         except DeadlineExpired:

@@ -5,8 +5,15 @@ Serving calls a servable) and keeps its `SignatureDef`s for the metadata API.
 `load_version` loads one in isolation: a version that fails to load (a truncated
 `saved_model.pb`, truncated variables, ...) becomes a `VersionStatus` `END` with
 TF Serving's error code and message, as its `model_version_status` reports it, and
-never stops the other versions. `version_dirs` and `directory_fingerprint` are what
-`ModelRepository.poll()` reads of the base directory.
+never stops the other versions, and never takes longer than its `timeout` (the load
+runs in a thread of its own; one that does not finish in time is `END` with
+`DEADLINE_EXCEEDED` and left behind). A version directory holding anything but
+regular files and directories (a FIFO named `saved_model.pb` would block the reader
+forever, a device would stream without end) is refused before anything is read.
+`version_dirs` (only names of ASCII digits, at most 18 of them, are versions, as in
+TF Serving: `str.isdigit` would also take "²", which `int()` refuses) and
+`directory_fingerprint` are what `ModelRepository.poll()` reads of the base
+directory.
 
 Example:
 
@@ -20,12 +27,17 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import stat
+import threading
+import time
 from pathlib import Path
 
 from keras_deconvnet.serving.errors import ServingError
 from keras_deconvnet.serving.signatures import DEFAULT_SIGNATURE, Signature
 
 SERVE_TAG = "serve"
+DEFAULT_LOAD_TIMEOUT = 120.0
+_VERSION_NAME = re.compile(r"[0-9]{1,18}")  # as export.saved_model's _VERSION_PATTERN
 
 # TF Serving's servable states (ModelVersionStatus.State) that this server reports.
 LOADING, AVAILABLE, END = "LOADING", "AVAILABLE", "END"
@@ -91,30 +103,71 @@ class Servable:
         }
 
 
+def is_version_name(name: str) -> bool:
+    """Whether a directory name is a version: 1 to 18 ASCII digits.
+
+    Example:
+
+    >>> [is_version_name(n) for n in ("12", "\u00b2", "1" * 5000, "12\n", "tmp-1")]
+    [True, False, False, False, False]
+    """
+    return _VERSION_NAME.fullmatch(name) is not None
+
+
 def version_dirs(model_dir: str | os.PathLike) -> dict[int, Path]:
-    """The integer version directories of `model_dir` (TF Serving ignores the rest)."""
+    """The version directories of `model_dir` (`is_version_name`; TF Serving ignores
+    the rest)."""
     model_dir = Path(model_dir)
-    if not model_dir.is_dir():
-        return {}
     try:
+        if not model_dir.is_dir():
+            return {}
         children = list(model_dir.iterdir())
     except OSError:
         return {}
-    return {int(p.name): p for p in children if p.name.isdigit() and p.is_dir()}
+    found = {}
+    for child in children:
+        try:
+            if is_version_name(child.name) and child.is_dir():
+                found[int(child.name)] = child
+        except OSError:
+            continue
+    return found
 
 
 def directory_fingerprint(path: str | os.PathLike) -> tuple:
-    """`(relative path, size, mtime)` of every file under `path`: changes while a copy runs."""
+    """`(relative path, size, mtime, kind)` of every entry under `path`: changes while a
+    copy runs. Only `stat`s (never opens) files, so a FIFO or a device is safe here."""
     entries = []
     for root, _, files in os.walk(path):
         for file in files:
             full = os.path.join(root, file)
             try:
-                stat = os.stat(full)
+                info = os.stat(full)
             except OSError:
                 continue
-            entries.append((os.path.relpath(full, path), stat.st_size, stat.st_mtime_ns))
+            entries.append((os.path.relpath(full, path), info.st_size, info.st_mtime_ns,
+                            stat.S_IFMT(info.st_mode)))
     return tuple(sorted(entries))
+
+
+def check_regular_files(path: str | os.PathLike) -> None:
+    """Raises `ServingError` (`FAILED_PRECONDITION`) if anything under `path` (links
+    followed) is not a regular file or a directory."""
+    for root, _, files in os.walk(path):
+        for file in files:
+            full = os.path.join(root, file)
+            try:
+                mode = os.stat(full).st_mode
+            except OSError:
+                continue  # a dangling link: the load reports what it misses
+            if not stat.S_ISREG(mode):
+                kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+                        else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+                        else "not a regular file")
+                raise ServingError(
+                    f"{full} is {kind}: a version directory may hold only regular files "
+                    "and directories", "FAILED_PRECONDITION",
+                )
 
 
 _DATA_LOSS_HINTS = ("parse", "read less", "truncat", "corrupt", "bad magic", "checksum")
@@ -175,14 +228,55 @@ class VersionStatus:
         }
 
 
-def load_version(path: str | os.PathLike, name: str, version: int) -> VersionStatus:
-    """Loads one version directory in isolation: `AVAILABLE`, or `END` with the error."""
+def load_version(
+    path: str | os.PathLike,
+    name: str,
+    version: int,
+    timeout: float | None = DEFAULT_LOAD_TIMEOUT,
+    stop: threading.Event | None = None,
+) -> VersionStatus:
+    """Loads one version directory in isolation: `AVAILABLE`, or `END` with the error.
+
+    Args:
+        path: the version directory.
+        name: the model name.
+        version: the version number.
+        timeout: seconds the load may take (`None`: no limit); past them the version
+            is `END` with `DEADLINE_EXCEEDED` and the loading thread is left behind.
+            Defaults to 120.
+        stop: an event that abandons the wait early (the server is shutting down).
+    """
     fingerprint = directory_fingerprint(path)
-    try:
-        servable = Servable.load(path, name, version)
-    except Exception as e:  # any failure of one version must not stop the others
-        code, message = load_error_status(e)
+    result: list = []
+
+    def load():
+        try:
+            check_regular_files(path)
+            result.append(Servable.load(path, name, version))
+        except BaseException as e:  # any failure of one version must not stop the others
+            result.append(e)
+
+    thread = threading.Thread(target=load, daemon=True, name=f"load-{name}-{version}")
+    thread.start()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while thread.is_alive() and (stop is None or not stop.is_set()):
+        remaining = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
+        if remaining <= 0:
+            break
+        thread.join(remaining)
+    if not result:
+        reason = ("the server is shutting down" if stop is not None and stop.is_set()
+                  else f"did not finish within {timeout:g} s (--load-timeout)")
+        return VersionStatus(version, END, "DEADLINE_EXCEEDED",
+                             f"Failed to load {path}: loading {reason}",
+                             fingerprint=fingerprint)
+    outcome = result[0]
+    if isinstance(outcome, BaseException):
+        if isinstance(outcome, ServingError):
+            code, message = outcome.code, outcome.message
+        else:
+            code, message = load_error_status(outcome)
         if str(path) not in message:
             message = f"Failed to load {path}: {message}"
         return VersionStatus(version, END, code, message, fingerprint=fingerprint)
-    return VersionStatus(version, AVAILABLE, servable=servable, fingerprint=fingerprint)
+    return VersionStatus(version, AVAILABLE, servable=outcome, fingerprint=fingerprint)

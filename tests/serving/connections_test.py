@@ -8,8 +8,11 @@ import contextlib
 import json
 import socket
 import time
+import types
+import urllib.error
 import urllib.request
 
+import numpy as np
 import pytest
 
 from keras_deconvnet.serving.connections import ConnectionLimits
@@ -126,8 +129,113 @@ def test_keep_alive_connections_serve_several_requests():
 
 
 @pytest.mark.parametrize(
-    "option", ["max_request_bytes", "header_timeout", "body_timeout", "max_connections"]
+    "option", ["max_request_bytes", "header_timeout", "body_timeout", "max_connections",
+               "send_timeout", "max_inflight_bytes"]
 )
 def test_options_must_be_positive(option):
     with pytest.raises(ValueError, match=option):
         ConnectionLimits(**{option: 0})
+
+
+def test_a_partial_request_line_is_answered_408():
+    # Was: closed without an answer (the 408 failed on the missing request line).
+    with serving(header_timeout=1) as server, _connect(server, b"GET /v1/mod") as sock:
+        answer = _read_all(sock)
+    assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"--header-timeout" in answer
+
+
+def test_two_content_length_headers_are_refused():
+    # Was: accepted, the first one winning (a request smuggling vector behind a proxy).
+    with serving() as server:
+        request = (b"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\n"
+                   b"Content-Length: 2\r\nContent-Length: 40\r\n\r\n{}")
+        with _connect(server, request) as sock:
+            answer = _read_all(sock)
+        assert answer.startswith(b"HTTP/1.1 400"), answer[:200]
+        assert b"Several Content-Length headers (2)" in answer
+        assert _status(server) == (200, STATUS)
+
+
+@pytest.mark.parametrize("version", ["%C2%B2", "1" * 5000, "12%0A", "-1"])
+def test_a_version_that_is_not_ascii_digits_is_not_found(version):
+    # Was: 500 for "²" (isdigit() accepts it, int() does not) and for 5000 digits.
+    with serving() as server:
+        try:
+            urllib.request.urlopen(f"{server.url}/v1/models/m/versions/{version}", timeout=10)
+        except urllib.error.HTTPError as e:
+            status, error = e.code, json.loads(e.read())["error"]
+        assert status == 404, error
+        assert "1 to 18 ASCII digits" in error and len(error) < 400
+
+
+def test_request_bodies_in_flight_share_one_budget():
+    # Was: no bound across connections (each 64 MiB JSON body cost ~850 MB).
+    body = b"x" * 600
+    head = (b"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Length: 600\r\n\r\n")
+    with serving(max_inflight_bytes=1000, header_timeout=1, body_timeout=10) as server:
+        with _connect(server, head + body[:10]) as holder:  # holds 600 bytes of budget
+            time.sleep(0.3)
+            with _connect(server, head + body) as waiting:
+                answer = _read_all(waiting)
+            assert answer.startswith(b"HTTP/1.1 503"), answer[:200]
+            assert b"--max-inflight-bytes" in answer
+            holder.sendall(body[10:])  # the first body completes: the budget is free
+            assert _read_all(holder).startswith(b"HTTP/1.1 400")  # read, parsed
+        with _connect(server, head + body) as after:
+            assert _read_all(after).startswith(b"HTTP/1.1 400")
+
+
+class _BigAnswers(StubRepository):
+    """Answers any predict with a fixed 8 MB answer (as an 8-row DeconvNet predict's
+    ~9 MB), without running a model."""
+
+    def get(self, name, version=None):
+        return self
+
+    def signature(self, signature_name):
+        import tensorflow as tf
+
+        from keras_deconvnet.serving.tensors import tensor_info
+
+        return types.SimpleNamespace(
+            inputs={"x": tensor_info("x", tf.TensorSpec((None,), tf.float32))})
+
+    def predict(self, name, version, signature_name, inputs):
+        return None, None, {"probabilities": np.zeros((8, 256, 256, 4), np.float32)}
+
+
+def test_clients_that_never_read_their_answers_do_not_lock_out_the_others():
+    # Was: max-connections clients that never read their ~9 MB answers held every
+    # slot until --body-timeout (60 s): a status request timed out.
+    limits = {"max_connections": 4, "body_timeout": 60, "send_timeout": 3}
+    server = RestServer(_BigAnswers(), port=0, connections=ConnectionLimits(**limits))
+    server.start()
+    request = (b"POST /v1/models/m:predict HTTP/1.1\r\nHost: x\r\n"
+               b"Content-Length: 15\r\n\r\n{\"inputs\": [1]}")
+    readers = []
+    try:
+        for _ in range(4):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect((server.host, server.port))
+            sock.sendall(request)
+            readers.append(sock)
+        connections = server._server._connections
+        deadline = time.monotonic() + 30
+        while sum(e[0] == "sending" for e in list(connections.values())) < 4:
+            assert time.monotonic() < deadline, "the answers were never being sent"
+            time.sleep(0.05)
+        start = time.monotonic()
+        assert _status(server, timeout=10) == (200, STATUS)
+        assert time.monotonic() - start < 2.0
+        # The send deadline: every stalled answer loses its connection within seconds.
+        deadline = time.monotonic() + 15
+        while any(e[0] == "sending" for e in list(connections.values())):
+            assert time.monotonic() < deadline, "stalled answers kept their slots"
+            time.sleep(0.1)
+    finally:
+        for sock in readers:
+            sock.close()
+        server.shutdown()

@@ -246,3 +246,17 @@ def test_garbage_and_truncated_connections_do_not_hurt(server, util):
         if answer:  # a garbage request line gets an HTTP/0.9 answer: the body only
             assert json.loads(answer.split(b"\r\n\r\n")[-1])["error"]
     _alive(server, util)
+
+
+@pytest.mark.parametrize("leaf", ['"abc"', '{"b64": "AAAA"}', "1"])
+def test_deeply_nested_json_is_refused_not_500(server, util, leaf):
+    # Was: 900-deep nesting around a predict_image_bytes string answered 500
+    # (RecursionError).
+    signature = "predict_image_bytes" if leaf != "1" else "serving_default"
+    body = ('{"signature_name": "%s", "instances": ' % signature
+            + "[" * 900 + leaf + "]" * 900 + "}").encode()
+    status, answer = util.http("POST", f"{server.url}/v1/models/{util.MODEL}:predict", body)
+    assert status == 400, answer
+    assert "nested" in answer["error"] or "dimension" in answer["error"], answer
+    assert len(answer["error"]) < 400
+    _alive(server, util)

@@ -207,3 +207,62 @@ def test_check_loads_the_versions_it_checks(base, util, capsys):
     assert "deconvnet/4: cannot be loaded" in out and "FAILED (1 error(s))" in out
     assert "version 2: signatures predict_image_bytes, serving_default (loaded)" in out
     assert serve_command.run(parser.parse_args(["--check", str(base), "--no-load"])) == 0
+
+
+def test_hostile_version_folders_neither_stop_nor_block_the_server(export_base, tmp_path, util):
+    # Was: a folder named "²" (isdigit() accepts it, int() does not) made start-up
+    # exit and every poll raise; a FIFO named saved_model.pb hung start-up for ever.
+    base = tmp_path / "models"
+    model_dir = base / util.MODEL
+    model_dir.mkdir(parents=True)
+    shutil.copytree(export_base / util.MODEL / "1", model_dir / "1")
+    shutil.copytree(export_base / util.MODEL / "1", model_dir / "\u00b2")
+    (model_dir / ("9" * 30)).mkdir()  # more digits than an int64 holds: not a version
+    (model_dir / "7").mkdir()
+    os.mkfifo(model_dir / "7" / "saved_model.pb")
+    started = time.monotonic()
+    repository = ModelRepository.from_base_dir(base)
+    try:
+        assert time.monotonic() - started < 60  # was: never returned
+        states = _states(repository, util.MODEL)
+        assert states == {7: ("END", "FAILED_PRECONDITION"), 1: ("AVAILABLE", "OK")}
+        message = repository.status(util.MODEL, 7)["model_version_status"][0]["status"]
+        assert "saved_model.pb is a FIFO" in message["error_message"]
+        # At run time: more of the same, and a valid new version still loads.
+        shutil.copytree(export_base / util.MODEL / "2", model_dir / "\u00b3")
+        (model_dir / "8").mkdir()
+        os.mkfifo(model_dir / "8" / "saved_model.pb")
+        _add_version(model_dir, export_base / util.MODEL / "2", 9)
+        repository.poll()
+        events = repository.poll()
+        assert f"loaded model {util.MODEL!r} version 9" in events
+        assert any("version 8 failed to load: FAILED_PRECONDITION" in e for e in events)
+        assert repository.get(util.MODEL).version == 9
+    finally:
+        started = time.monotonic()
+        repository.close()
+        assert time.monotonic() - started < 10  # was: 34 s
+
+
+def test_a_version_that_loads_too_slowly_is_given_up(export_base, tmp_path, util):
+    base = tmp_path / "models"
+    shutil.copytree(export_base / util.MODEL / "1", base / util.MODEL / "1")
+    repository = ModelRepository.from_base_dir(base, load_timeout=0.001)
+    try:
+        assert _states(repository, util.MODEL) == {1: ("END", "DEADLINE_EXCEEDED")}
+        message = repository.status(util.MODEL)["model_version_status"][0]["status"]
+        assert "did not finish within 0.001 s (--load-timeout)" in message["error_message"]
+    finally:
+        repository.close()
+
+
+def test_only_ascii_digit_names_are_versions(tmp_path):
+    from keras_deconvnet.export.saved_model import next_version
+    from keras_deconvnet.serving.servables import is_version_name, version_dirs
+
+    for name in ("3", "\u00b2", "\u0663", "9" * 30, "tmp-4"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "12").write_text("a file, not a directory")
+    assert sorted(version_dirs(tmp_path)) == [3]
+    assert next_version(tmp_path) == 4
+    assert is_version_name("0042") and not is_version_name("42\n")
