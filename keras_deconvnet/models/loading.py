@@ -53,6 +53,8 @@ def load_segmenter(model, load_weights: bool = True, **kwargs):
                 return keras.saving.load_model(path, safe_mode=True)
             except Exception as e:  # Keras raises many types for corrupt archives.
                 raise preset_utils.PresetError(f"Could not load {path}: {e}") from None
+        if path.is_dir():
+            preset_utils.check_preset_files(path)  # no FIFO, device or escaping link
         if (path / ENSEMBLE_FILE).is_file():
             return EDeconvNetImageSegmenter.from_preset(path, load_weights, **kwargs)
     preset = preset_utils.check_preset(model)

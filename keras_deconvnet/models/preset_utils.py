@@ -15,6 +15,7 @@ import copy
 import json
 import os
 import socket
+import stat
 import threading
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,9 @@ _HUB_HOSTS = {
     "gs": "storage.googleapis.com",
 }
 _OFFLINE_VARIABLES = {"hf": "HF_HUB_OFFLINE", "kaggle": "KAGGLEHUB_OFFLINE"}
+# Entries of a preset directory that `check_preset_files` looks at, at most (a real
+# preset has 7 files): bounded work on a hostile directory.
+_MAX_PRESET_ENTRIES = 10_000
 
 # name -> (backbone class, {"metadata": ..., "config": ..., "num_classes": ...}).
 NAMED_CONFIGS: dict[str, tuple[type, dict]] = {}
@@ -232,6 +236,8 @@ def check_preset(preset) -> str:
             )
         return preset
     path = Path(preset)
+    if path.exists() and path.is_dir():
+        check_preset_files(path)
     if not path.exists():
         raise PresetError(
             f"No preset named {preset!r}: it is neither a named configuration "
@@ -254,13 +260,87 @@ def check_preset(preset) -> str:
     return preset
 
 
+def _kind(mode: int) -> str:
+    """What a non-regular file is, for messages."""
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def check_preset_files(preset_dir) -> None:
+    """Refuses a preset directory holding anything a loader could hang on or escape by.
+
+    Every entry (recursively, at most 10,000) must be a regular file or a directory;
+    symbolic links are followed only when they stay inside the preset directory and
+    end at one. FIFOs, devices and sockets (reading one blocks or never ends) and links
+    leaving the folder (a preset would read `/etc/...` or another user's files) raise.
+
+    Raises:
+        PresetError: one line naming the entry and what it is.
+
+    Example:
+
+    >>> import tempfile
+    >>> preset = Path(tempfile.mkdtemp())
+    >>> os.mkfifo(preset / "task.json")
+    >>> check_preset_files(preset)
+    Traceback (most recent call last):
+    ...
+    keras_deconvnet.models.preset_utils.PresetError: `task.json` in the preset ... is a FIFO, ...
+    """
+    root = Path(os.fspath(preset_dir)).resolve()
+    seen = 0
+    for directory, dirs, files in os.walk(root):
+        for name in sorted(dirs) + sorted(files):
+            seen += 1
+            if seen > _MAX_PRESET_ENTRIES:
+                raise PresetError(f"The preset {str(root)!r} holds more than "
+                                  f"{_MAX_PRESET_ENTRIES:,} entries; a preset has a few files.")
+            entry = Path(directory) / name
+            relative = entry.relative_to(root)
+            info = entry.lstat()
+            if stat.S_ISLNK(info.st_mode):
+                target = entry.resolve()
+                if target != root and root not in target.parents:
+                    raise PresetError(
+                        f"`{relative}` in the preset {str(root)!r} is a symbolic link to "
+                        f"{str(target)!r}, outside the preset; copy the file in instead.")
+                try:
+                    info = target.stat()
+                except OSError as e:
+                    raise PresetError(f"`{relative}` in the preset {str(root)!r} is a "
+                                      f"broken symbolic link: {e.strerror}") from None
+            if not (stat.S_ISREG(info.st_mode) or stat.S_ISDIR(info.st_mode)):
+                raise PresetError(
+                    f"`{relative}` in the preset {str(root)!r} is {_kind(info.st_mode)}, "
+                    "not a file; a preset holds regular files only.")
+
+
 def read_json(path) -> dict:
-    """A JSON object from `path`, or a `PresetError` naming the file."""
+    """A JSON object from `path`, or a `PresetError` naming the file.
+
+    The file is opened without blocking and checked to be a regular file first, so a
+    FIFO or a device in its place fails at once instead of hanging.
+    """
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as e:
+        raise PresetError(f"`{path}` is not a readable JSON file: {e}") from None
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            raise PresetError(f"`{path}` is {_kind(mode)}, not a JSON file.")
+        with os.fdopen(descriptor, "rb") as f:
+            descriptor = -1
+            data = json.loads(f.read().decode("utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise PresetError(f"`{path}` is not a readable JSON file: {e}") from None
+    finally:
+        if descriptor >= 0:
+            os.close(descriptor)
     if not isinstance(data, dict):
         raise PresetError(f"`{path}` must hold a JSON object. Received: {type(data).__name__}")
     return data

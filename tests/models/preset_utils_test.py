@@ -209,3 +209,73 @@ class TestCommandLine:
         (copy_of / "config.json").unlink()
         assert main(["presets", str(copy_of), "--check"]) == 1
         assert "no config.json" in capsys.readouterr().err
+
+
+class TestFilesThatAreNotFiles:
+    """Issue 24: a FIFO task.json hung both loaders; links were followed out of the preset.
+
+    Each load runs in a daemon thread joined with a timeout, so a regression fails
+    instead of hanging the suite.
+    """
+
+    @staticmethod
+    def _load(function, *args, timeout=120.0):
+        import threading
+
+        outcome = {}
+
+        def target():
+            try:
+                outcome["value"] = function(*args)
+            except BaseException as e:  # noqa: BLE001 (reported to the test)
+                outcome["error"] = e
+
+        thread = threading.Thread(target=target, daemon=True)
+        thread.start()
+        thread.join(timeout)
+        assert not thread.is_alive(), f"{function.__name__} hung"
+        return outcome
+
+    @pytest.mark.parametrize("name", ["task.json", "config.json", "model.weights.h5"])
+    def test_a_fifo_is_refused_in_one_line(self, copy_of, name):
+        import os
+
+        (copy_of / name).unlink()
+        os.mkfifo(copy_of / name)
+        loaders = (load_segmenter, DeconvNetImageSegmenter.from_preset, describe_preset,
+                   preset_utils.check_preset)
+        for loader in loaders:
+            outcome = self._load(loader, str(copy_of))
+            error = outcome.get("error")
+            assert isinstance(error, PresetError), (loader, outcome)
+            assert f"`{name}` in the preset" in str(error) and "a FIFO" in str(error)
+            assert "\n" not in str(error)
+
+    def test_read_json_refuses_a_fifo_without_blocking(self, tmp_path):
+        import os
+
+        os.mkfifo(tmp_path / "x.json")
+        outcome = self._load(preset_utils.read_json, tmp_path / "x.json", timeout=30)
+        assert "is a FIFO, not a JSON file" in str(outcome["error"])
+
+    def test_a_device_and_links_leaving_the_folder_are_refused(self, copy_of, saved, tmp_path):
+        weights = copy_of / "model.weights.h5"
+        weights.unlink()
+        weights.symlink_to("/dev/zero")
+        with pytest.raises(PresetError, match="symbolic link to '/dev/zero', outside"):
+            load_segmenter(str(copy_of))
+        weights.unlink()
+        outside = tmp_path / "outside.h5"
+        shutil.copy(saved / "model.weights.h5", outside)
+        weights.symlink_to(outside)
+        with pytest.raises(PresetError, match="outside the preset"):
+            DeconvNetImageSegmenter.from_preset(str(copy_of))
+
+    def test_links_inside_the_folder_still_load(self, copy_of, saved):
+        (copy_of / "weights").mkdir()
+        (copy_of / "model.weights.h5").rename(copy_of / "weights" / "model.weights.h5")
+        (copy_of / "model.weights.h5").symlink_to("weights/model.weights.h5")
+        model = load_segmenter(str(copy_of))
+        images = smooth_images(1)
+        np.testing.assert_array_equal(model.predict(images, verbose=0),
+                                      load_segmenter(str(saved)).predict(images, verbose=0))
