@@ -96,7 +96,13 @@ def run(args) -> int:
             "classes": [names[c] if c < len(names) else str(c) for c in present],
         })
         progress.update(i)
-    write_json(out / "predictions.json", {"predictions": results, "failures": failures})
+    settings = config.to_dict()
+    write_json(out / "predictions.json", {
+        "predictions": results, "failures": failures, "num_images": len(results),
+        "method": method, "model": args.model or args.preset, "fcn": args.fcn,
+        # The only seed of inference: the built-in proposals' jitter (None for files).
+        "seed": (settings["proposals"].get("config") or {}).get("seed"),
+        "inference_config": settings})
     print(f"{len(results)} image(s) segmented, {len(failures)} failed; "
           f"outputs and predictions.json in {out}")
     return 1 if failures else 0

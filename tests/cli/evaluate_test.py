@@ -1,11 +1,12 @@
-"""`deconvnet evaluate` with the authors' `.mat` proposal cache, and what its JSON
-records (the inference settings, the seed, the image count)."""
+"""`deconvnet evaluate` with the authors' `.mat` proposal cache, and what the JSON of
+`evaluate` and `predict` records (the inference settings, the seed, the image count)."""
 
 import json
 
 import numpy as np
 import scipy.io
 from model_fixtures import tiny_deconvnet
+from PIL import Image
 
 from keras_deconvnet.cli import main
 from keras_deconvnet.data import SYNTHETIC_INFO, synthetic_dataset
@@ -63,3 +64,19 @@ def test_evaluate_records_the_default_settings(tmp_path):
         "class": "SlidingWindowProposals",
         "config": {**settings["proposals"]["config"], "max_proposals": None}}
     assert (settings["context"], settings["score_mode"]) == (1.2, "logits")
+
+
+def test_predict_records_its_settings(tmp_path):
+    model = tmp_path / "model"
+    tiny_deconvnet(SYNTHETIC_INFO.num_classes,
+                   class_names=SYNTHETIC_INFO.class_names).save_to_preset(model)
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (75, 101, 3), np.uint8)).save(
+        photo, quality=90)
+    out = tmp_path / "preds"
+    assert main(["predict", str(photo), "--model", str(model), "--out", str(out),
+                 "--top-n", "3", "--context", "1.1"]) == 0
+    record = json.loads((out / "predictions.json").read_text())
+    assert (record["num_images"], record["seed"], record["method"]) == (1, 0, "proposals")
+    settings = record["inference_config"]
+    assert (settings["top_n"], settings["context"], settings["resampling"]) == (3, 1.1, "matlab")
