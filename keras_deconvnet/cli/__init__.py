@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from keras_deconvnet.cli import console, options
+
 COMMANDS = (
     "quickstart", "train", "evaluate", "predict", "export", "serve", "benchmark", "presets",
     "summary", "convert-caffe",
@@ -29,26 +31,32 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog="Run `deconvnet COMMAND --help` for a command's options and examples.",
     )
-    parser.add_argument(
-        "--verbose", action="store_true", help="show full tracebacks and TensorFlow logs"
-    )
+    options.add_global_options(parser)  # --version, --verbose
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         # A hyphenated command lives in the module of that name with underscores.
         module = importlib.import_module(f"keras_deconvnet.cli.{name.replace('-', '_')}")
-        module.add_parser(subparsers)
+        options.finish_command_parser(module.add_parser(subparsers))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    from keras_deconvnet.backends import TensorFlowRequiredError, select_tensorflow_backend
+
+    try:  # the commands use TensorFlow (see keras_deconvnet.backends)
+        select_tensorflow_backend()
+    except TensorFlowRequiredError as e:
+        print(f"deconvnet: error: {e}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with console.command_output(args.verbose):
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("deconvnet: interrupted", file=sys.stderr)
         return 130

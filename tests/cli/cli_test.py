@@ -61,3 +61,41 @@ def test_commands_run_without_tensorflow_noise(tmp_path):
     result = _deconvnet("presets")
     assert result.returncode == 0
     assert "oneDNN" not in result.stderr and "I0000" not in result.stderr
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    from keras_deconvnet.version import __version__
+
+    out = capsys.readouterr().out
+    assert out.startswith(f"deconvnet {__version__} (TensorFlow ") and "keras-hub" in out
+
+
+def test_verbose_is_accepted_before_and_after_the_command():
+    from keras_deconvnet.cli import build_parser
+
+    parser = build_parser()
+    for argv in (["--verbose", "presets"], ["presets", "--verbose"]):
+        assert parser.parse_args(argv).verbose is True
+    assert parser.parse_args(["presets"]).verbose is False
+
+
+@pytest.mark.parametrize("command, option, default", [
+    ("quickstart", "--out", "runs/quickstart"),
+    ("evaluate", "--methods", "whole proposals"),
+    ("predict", "--method", "proposals"),
+])
+def test_help_shows_defaults(command, option, default, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    start = text.index(option + " ", text.index("options:"))  # past the usage line
+    assert f"default: {default})" in text[start:start + 300] or \
+        f"default: {default}" in text[start:start + 300], text[start:start + 300]
+
+
+def test_verbose_after_the_command_shows_the_traceback():
+    result = _deconvnet("summary", "no_such_preset", "--verbose")
+    assert result.returncode != 0 and "Traceback" in result.stderr
