@@ -261,6 +261,8 @@ def _soak(results: dict) -> list:
     out.append(f"wrong answers: {r['outcomes'].get('wrong_answer', 0)} (near-tie label "
                f"flips allowed: {r['near_tie_label_flips']} pixels)")
     out.append("server RSS MB: " + ", ".join(f"{k} {v}" for k, v in r["rss_mb"].items()))
+    if "slot_pinning" in r:
+        out.append("slot pinning: " + "; ".join(r["slot_pinning"]["runs"]))
     out += [f"  {key}: {detail}" for key, detail in r["examples"].items()]
     if r["server_traceback"]:
         out.append("server log has a traceback:\n" + r["server_traceback"])

@@ -9,8 +9,11 @@ threads as the largest `--concurrency`, drawn at random (seeded) from the mix in
 threads of their own, so they do not take the workers' turns. The server's resident
 memory (VmRSS) is sampled every 0.1 s. The section reports throughput, outcomes by
 kind, the near-tie label flips, and RSS at start, at 25/50/75/100% of the requests and
-at its peak; `passed` is false if any answer was wrong or unexpected, the server died
-or its log has a traceback (the CLI then exits with status 1).
+at its peak. After the mix, `slot_pinning` fills the server's connection slots
+(`--max-connections 32`) with clients that never read their answers, three times, and
+times a status request each time. `passed` is false if any answer was wrong or
+unexpected, a pinned status request took 2 s or more, the server died or its log has a
+traceback (the CLI then exits with status 1).
 """
 
 from __future__ import annotations
@@ -36,9 +39,15 @@ from keras_deconvnet.benchmarks.server_process import (
     rss_mb,
     running_server,
 )
-from keras_deconvnet.benchmarks.soak_requests import SERVER_MAX_REQUEST_BYTES, STALLED, Soak
+from keras_deconvnet.benchmarks.soak_requests import (
+    SERVER_MAX_CONNECTIONS,
+    SERVER_MAX_REQUEST_BYTES,
+    STALLED,
+    Soak,
+)
 
 GOOD_OUTCOMES = ("ok", "refused_as_expected")
+PINNING_RUNS = 3
 
 
 class _Tally:
@@ -129,7 +138,8 @@ def bench_soak(config: SuiteConfig, log: Callable[[str], None] = print) -> dict:
         if not serving.model_base:
             export_untrained(base, serving.preset, config.image_size, serving.model_name)
         version_dir = latest_version(base, serving.model_name)
-        extra = ["--max-request-bytes", str(SERVER_MAX_REQUEST_BYTES), *serving.server_args]
+        extra = ["--max-request-bytes", str(SERVER_MAX_REQUEST_BYTES),
+                 "--max-connections", str(SERVER_MAX_CONNECTIONS), *serving.server_args]
         with running_server(base, workdir / "server.log", serving.model_name, grpc,
                             extra) as (process, ports):
             grpc_target = f"127.0.0.1:{ports['grpc_port']}" if ports.get("grpc_port") else None
@@ -150,6 +160,8 @@ def bench_soak(config: SuiteConfig, log: Callable[[str], None] = print) -> dict:
             start = time.perf_counter()
             _send_all(soak, schedule, seeds, max(serving.concurrency), tally)
             elapsed = time.perf_counter() - start
+            log(f"  slot pinning: {PINNING_RUNS} x {SERVER_MAX_CONNECTIONS} non-reading clients")
+            pinning = [soak.slot_pinning() for _ in range(PINNING_RUNS)]
             sampler.stop()
             alive = process.poll() is None
         server_log = (workdir / "server.log").read_text()
@@ -160,10 +172,13 @@ def bench_soak(config: SuiteConfig, log: Callable[[str], None] = print) -> dict:
         "requests": total, "concurrency": max(serving.concurrency),
         "grpc": bool(grpc_target),
         **_soak_report(soak, tally, sampler, baseline, total, elapsed),
+        "slot_pinning": {"runs": [detail for _, detail in pinning],
+                         "passed": all(ok for ok, _ in pinning)},
         "server_alive": alive,
         "server_traceback": server_log[-3000:] if "Traceback" in server_log else None,
     }
     bad = sum(report["outcomes"].get(k, 0)
               for k in ("wrong_answer", "failed", "unexpected_answer"))
-    report["passed"] = bad == 0 and alive and report["server_traceback"] is None
+    report["passed"] = (bad == 0 and alive and report["server_traceback"] is None
+                        and report["slot_pinning"]["passed"])
     return report

@@ -6,9 +6,15 @@ request; float batches to `serving_default`; over REST and gRPC. Bad requests:
 malformed JSON, bad base64, bytes that are not an image, too many rows, images whose
 padded label maps or animation frames exceed the pixel limits, a header-only 8000x8000
 PNG, NaN pixels, a 5000-digit JSON integer, an unknown model, a wrong shape, gRPC
-tensors declaring more values than they carry, a body over the size limit, and
-connections that send half their headers and stall until the server's
-`--header-timeout` answers 408.
+tensors declaring more values than they carry, a body over the size limit,
+connections that send half their headers (or half a request line) and stall until the
+server's `--header-timeout` answers 408, and the hostile cases of the second
+reliability round: a 48 KB GIF whose 1x1 screen hides an 8000x8000 second frame (REST
+and gRPC), an APNG whose second frame claims 8000x8000 (answered at its 1x1 canvas),
+900-deep JSON nesting, versions that are not ASCII digits ("²", 5000 digits) and two
+Content-Length headers. `slot_pinning` (run alone, after the mix) holds every
+connection slot with clients that never read their answers and times a status
+request: it must be answered within `PINNED_STATUS_SECONDS`.
 
 Every good answer's labels are compared with a direct call of the same SavedModel
 (`tf.saved_model.load`) on the same request. The server batches concurrent requests,
@@ -33,10 +39,14 @@ import urllib.request
 
 import numpy as np
 
+from keras_deconvnet.benchmarks import hostile_images
 from keras_deconvnet.benchmarks.server_process import smooth_image
 
 SERVER_MAX_REQUEST_BYTES = 4 * 1024 * 1024  # the soak's server runs with this limit
-STALLED = {"half_sent"}  # kinds that hold a connection idle: run beside the workers
+SERVER_MAX_CONNECTIONS = 32  # ... and this many connection slots (slot_pinning fills them)
+PINNED_STATUS_SECONDS = 2.0  # a status request must be answered within this while pinned
+# kinds that hold a connection idle: run beside the workers
+STALLED = {"half_sent", "partial_request_line"}
 TIE = 1e-4  # probability margin under which two classes may swap between batch sizes
 LOG_TIE = 2e-3  # the same in log-probability (~1e-4 / p for p ~ 1 / num_classes)
 
@@ -123,6 +133,12 @@ class Soak:
         self.big_padded = [png((3000, 3000), "L")] + [self.tiny] * 7
         self.gif = animated_gif(2000, 2000, 12)
         self.header_bomb = png((8000, 8000), "1")
+        self.gif_large_frame = hostile_images.gif_with_large_frame(8000, 8000)
+        self.apng_large_frame = hostile_images.apng_with_large_frame(8000, 8000)
+        self.apng_ref = self._reference_bytes([self.apng_large_frame])
+        self.apng_ties = stack_padded([self._tie_mask(self.apng_large_frame)])
+        self.nested = ('{"signature_name": "predict_image_bytes", "instances": '
+                       + "[" * 900 + '"abc"' + "]" * 900 + "}").encode()
         self.oversized = b'{"inputs": [' + b"0.0," * (SERVER_MAX_REQUEST_BYTES // 4) + b"0]}"
         self.nan_body = self._nan_body(self.floats[0])
         self.kinds = self._kinds()
@@ -235,6 +251,14 @@ class Soak:
             "oversized_body": (1, False, lambda rng: self.expect(413, self.post(
                 self.oversized))),
             "half_sent": (1, False, self.half_sent),
+            "gif_large_frame": (3, False, lambda rng: self.expect(400, self.post(
+                self._bytes_body([self.gif_large_frame])), "8000x8000 image of 2 frames")),
+            "apng_large_frame": (2, True, self.apng_large),
+            "nested_json": (2, False, lambda rng: self.expect(400, self.post(self.nested),
+                                                              "nested")),
+            "bad_version": (2, False, self.bad_version),
+            "two_content_length": (1, False, self.two_content_lengths),
+            "partial_request_line": (1, False, self.partial_request_line),
         }
         if self.grpc_target:
             kinds.update({
@@ -242,6 +266,9 @@ class Soak:
                 "grpc_float": (8, True, self.grpc_float),
                 "grpc_no_values": (3, False, self.grpc_no_values),
                 "grpc_nan": (2, False, self.grpc_nan),
+                "grpc_gif_large_frame": (2, False, lambda rng: self._grpc_error(
+                    lambda: self.grpc().predict_images([self.gif_large_frame]),
+                    "INVALID_ARGUMENT")),
             })
         return kinds
 
@@ -315,15 +342,91 @@ class Soak:
         images[0, 1, 2, 0] = np.nan
         return self._grpc_error(lambda: self.grpc().predict_labels(images), "INVALID_ARGUMENT")
 
-    def half_sent(self, rng):
+    def _raw(self, request: bytes) -> bytes:
+        """Sends raw bytes on a connection of its own; what came back until it closed."""
         host, port = self.url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port)), timeout=60) as sock:
-            sock.sendall(b"POST /v1/models/x:predict HTTP/1.1\r\nHost: x\r\nContent-Le")
+            sock.sendall(request)
             answer = b""
             try:
                 while chunk := sock.recv(65536):
                     answer += chunk
             except OSError:
                 pass
+        return answer
+
+    def half_sent(self, rng):
+        answer = self._raw(b"POST /v1/models/x:predict HTTP/1.1\r\nHost: x\r\nContent-Le")
         return answer.startswith(b"HTTP/1.1 408"), answer[:80].decode("latin-1")
+
+    def partial_request_line(self, rng):
+        answer = self._raw(b"GET /v1/mod")
+        return answer.startswith(b"HTTP/1.1 408"), answer[:80].decode("latin-1")
+
+    def two_content_lengths(self, rng):
+        answer = self._raw(
+            f"POST /v1/models/{self.name}:predict HTTP/1.1\r\nHost: x\r\n".encode()
+            + b"Content-Length: 2\r\nContent-Length: 30\r\n\r\n{}")
+        ok = answer.startswith(b"HTTP/1.1 400") and b"Content-Length" in answer
+        return ok, answer[:80].decode("latin-1")
+
+    def bad_version(self, rng):
+        version = "%C2%B2" if rng.integers(2) else "7" * 5000
+        url = f"{self.url}/v1/models/{self.name}/versions/{version}"
+        try:
+            with urllib.request.urlopen(url, timeout=60) as response:
+                return False, describe(response.status, response.read()[:100])
+        except urllib.error.HTTPError as e:
+            return e.code == 404, describe(e.code, e.read()[:100])
+
+    def apng_large(self, rng):
+        status, body = self.post(self._bytes_body([self.apng_large_frame]))
+        if status != 200:
+            return False, describe(status, body)
+        labels, sizes = self.apng_ref
+        if not np.array_equal(body["outputs"]["image_sizes"], sizes):
+            return False, "labels differ: image_sizes"
+        return self.agree(body["outputs"]["labels"], labels, self.apng_ties)
+
+    def slot_pinning(self, connections: int = SERVER_MAX_CONNECTIONS) -> tuple[bool, str]:
+        """Fills every connection slot with clients that send a predict and never read
+        its answer (a 1-row float predict: a ~10 MB answer), then times a status
+        request: answered within `PINNED_STATUS_SECONDS`."""
+        import select
+        import time
+
+        host, port = self.url.removeprefix("http://").split(":")
+        body = self._float_body(self.floats[0])
+        request = (f"POST /v1/models/{self.name}:predict HTTP/1.1\r\nHost: x\r\n"
+                   f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+        pinned = []
+        try:
+            for _ in range(connections):
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                sock.settimeout(60)
+                sock.connect((host, int(port)))
+                sock.sendall(request)
+                pinned.append(sock)
+            deadline = time.monotonic() + 120
+            waiting = list(pinned)
+            while waiting and time.monotonic() < deadline:  # until every answer started
+                readable, _, _ = select.select(waiting, [], [], 1.0)
+                waiting = [s for s in waiting if s not in readable]
+            if waiting:
+                return False, f"{len(waiting)} of {connections} answers never started"
+            start = time.monotonic()
+            try:
+                with urllib.request.urlopen(f"{self.url}/v1/models/{self.name}",
+                                            timeout=30) as response:
+                    status = response.status
+            except (urllib.error.URLError, OSError) as e:
+                return False, f"status request failed while pinned: {e}"
+            seconds = time.monotonic() - start
+            return (status == 200 and seconds < PINNED_STATUS_SECONDS,
+                    f"status {status} in {seconds:.2f} s with {connections} non-reading "
+                    "clients")
+        finally:
+            for sock in pinned:
+                sock.close()
 

@@ -24,6 +24,8 @@ def test_quick_soak_has_no_wrong_or_unexpected_answer(export_base, tmp_path, uti
     assert set(outcomes) <= {"ok", "refused_as_expected"}, report["examples"]
     assert outcomes["ok"] > 0 and outcomes["refused_as_expected"] > 0
     assert sum(outcomes.values()) == 160 and report["server_alive"] and report["passed"]
+    assert report["slot_pinning"]["passed"], report["slot_pinning"]
+    assert "slot pinning: status 200 in" in result.stdout
     rss = report["rss_mb"]
     assert 0 < rss["start"] <= rss["peak"]
     assert {"25%", "50%", "75%", "100%"} <= set(rss)
