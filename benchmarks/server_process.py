@@ -45,11 +45,14 @@ def export_untrained(base: Path, preset: str, image_size: int, name: str) -> Pat
 
 
 def latest_version(base: Path, name: str) -> Path:
-    """The highest numbered version directory of `base/name`."""
-    versions = [p for p in (Path(base) / name).iterdir() if p.name.isdigit() and p.is_dir()]
+    """The highest numbered version directory of `base/name` (ASCII digits only, as
+    the server reads them)."""
+    from keras_deconvnet.serving.servables import version_dirs
+
+    versions = version_dirs(Path(base) / name)
     if not versions:
         raise ValueError(f"No version directory under {Path(base) / name}.")
-    return max(versions, key=lambda p: int(p.name))
+    return versions[max(versions)]
 
 
 def grpc_available() -> bool:
