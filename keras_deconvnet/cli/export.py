@@ -265,6 +265,10 @@ def run(args) -> int:
     images, labels = _validation_data(args.validation_data)
     originals = _original_images(args.original_images)
     model = load_model(args)
+    if config.image_shape is not None:  # one line instead of TensorFlow's shape error
+        from keras_deconvnet.inference.whole_image import check_input_size
+
+        check_input_size(model, config.image_shape[:2])
     if args.preset:
         config = dataclasses.replace(config, thresholds=_preset_thresholds(config.thresholds))
     try:

@@ -51,16 +51,39 @@ def _list(as_json: bool) -> int:
     from keras_deconvnet.models import named_configs
 
     presets = named_configs()
+    for name, preset in presets.items():
+        preset["minimum_input_size"] = named_minimum_input_size(name)
     if as_json:
         print(json.dumps(presets, indent=2))
         return 0
-    print(f"{'preset':<24} {'params':>12}  description")
+    print(f"{'preset':<24} {'params':>12}  {'input':<10} description")
     for name, preset in presets.items():
         meta = preset["metadata"]
         params = f"{meta['params']:,}" if "params" in meta else "-"
-        print(f"{name:<24} {params:>12}  {meta['description']}")
+        print(f"{name:<24} {params:>12}  {_input_text(preset):<10} {meta['description']}")
     print("\nDescribe one with `deconvnet presets NAME_OR_DIRECTORY`.")
     return 0
+
+
+def named_minimum_input_size(name: str) -> int:
+    """The smallest input side a named configuration takes (1: any size), computed from
+    its configuration as the backbone's own check computes it."""
+    from keras_deconvnet.models.preset_utils import NAMED_CONFIGS
+    from keras_deconvnet.models.vgg16_encoder import minimum_input_size
+
+    backbone_cls, entry = NAMED_CONFIGS[name]
+    if backbone_cls.__name__ != "DeconvNetBackbone":  # FCN-8s: "same" or padded fc6
+        return 1
+    config = entry["config"]
+    return minimum_input_size(len(config["block_filters"]), config["fc_kernel_size"])
+
+
+def _input_text(preset: dict) -> str:
+    height, width = preset["config"]["image_shape"][:2]
+    if height and width:
+        return f"{height}x{width}"
+    smallest = preset["minimum_input_size"]
+    return "any size" if smallest <= 1 else f">= {smallest} px"
 
 
 def _describe(preset: str, as_json: bool, check: bool) -> int:
@@ -94,16 +117,20 @@ def _describe_lines(d: dict) -> list[str]:
     lines.append(f"class        {d['class_name']}")
     if d["named"]:
         if "params" in meta:
-            lines.append(f"parameters   {meta['params']:,}")
+            lines.append(f"parameters   {meta['params']:,} in all, with "
+                         f"{d.get('num_classes')} classes")
+        smallest = named_minimum_input_size(d["preset"])
+        if smallest > 1:
+            lines.append(f"input        at least {smallest}x{smallest} pixels")
         lines.append(f"description  {meta['description']}")
         lines.append("weights      untrained (architecture only)")
     else:
         ours = meta.get("keras_deconvnet", {})
         if ours.get("description"):
             lines.append(f"description  {ours['description']}")
-        count = meta.get("parameter_count")
-        lines.append(f"parameters   {count:,}" if isinstance(count, int) else
-                     f"parameters   {count}")
+        count = meta.get("parameter_count")  # keras-hub counts the backbone only
+        lines.append(f"parameters   {count:,} in the backbone (keras-hub's metadata.json)"
+                     if isinstance(count, int) else f"parameters   {count}")
         names = ours.get("class_names") or []
         lines.append(f"classes      {d.get('num_classes')}: {', '.join(names)}")
         lines.append(f"training     {json.dumps(ours.get('training_data'))}")
@@ -121,6 +148,7 @@ def _describe_lines(d: dict) -> list[str]:
         weights = "weights loaded" if c["weights"] else "untrained"
         lines.append(
             f"check        ok: keras-hub loaded {c['class_name']} "
-            f"({c['parameter_count']:,} parameters), {weights}"
+            f"({c['parameter_count']:,} parameters in all: backbone and class layer), "
+            f"{weights}"
         )
     return lines

@@ -62,14 +62,66 @@ def image_converter(model: keras.Model, image_size=None):
     return type(converter).from_config(config)
 
 
+def minimum_input_size(model: keras.Model) -> int:
+    """The smallest input side, in pixels, that `model`'s network accepts.
+
+    A DeconvNet's fc6 is a "valid" convolution on pool5, so pool5 must be at least
+    `fc_kernel_size` wide: 65 pixels for `deconvnet_edge_small` (5 poolings, fc6
+    3x3), 193 for the paper's 7x7 fc6. FCN-8s ("same" fc6, or padded input) and
+    models this function does not know take any size (1).
+
+    Example:
+
+    >>> from keras_deconvnet.models import DeconvNetImageSegmenter
+    >>> minimum_input_size(DeconvNetImageSegmenter.from_preset(
+    ...     "deconvnet_edge_small", num_classes=3))
+    65
+    """
+    from keras_deconvnet.models.vgg16_encoder import minimum_input_size as smallest
+
+    sizes = [1]
+    for part in (model, getattr(model, "deconvnet", None)):  # EDeconvNet: its DeconvNet
+        backbone = getattr(part, "backbone", None)
+        if backbone is None or type(backbone).__name__ != "DeconvNetBackbone":
+            continue
+        config = backbone.get_config()
+        sizes.append(smallest(len(config["block_filters"]), config["fc_kernel_size"]))
+    return max(sizes)
+
+
+def check_input_size(model: keras.Model, size: Sequence[int]) -> None:
+    """Raises a one-line `ValueError` when `size` `(h, w)` is under the model's minimum.
+
+    Example:
+
+    >>> from keras_deconvnet.models import DeconvNetImageSegmenter
+    >>> model = DeconvNetImageSegmenter.from_preset("deconvnet_edge_small", num_classes=3)
+    >>> check_input_size(model, (65, 80))  # fine
+    >>> check_input_size(model, (64, 80))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: The network input is too small: ... at least 65x65 pixels ...
+    """
+    smallest = minimum_input_size(model)
+    height, width = (int(s) for s in tuple(size)[:2])
+    if min(height, width) < smallest:
+        raise ValueError(
+            f"The network input is too small: this model needs at least {smallest}x"
+            f"{smallest} pixels (pool5 must cover fc6's kernel). Received: "
+            f"{height}x{width}"
+        )
+
+
 def whole_image_scores(model: keras.Model, images, image_size: Sequence[int]):
     """The served whole-image convention, steps 1-2: resize, normalise, predict.
 
     Images of any size go through the model's own image converter with
     `image_size=(h, w)` (keras `Resizing`: `tf.image.resize`, bilinear, half-pixel
     centres, no antialias, aspect ratio not kept), then the model. Returns its raw
-    class scores `(batch, h, w, num_classes)` in float32.
+    class scores `(batch, h, w, num_classes)` in float32. An `image_size` under the
+    model's minimum (`minimum_input_size`) is a `ValueError`.
     """
+    check_input_size(model, image_size)
     resize = image_converter(model, image_size)
     return tf.cast(model(resize(images), training=False), tf.float32)
 
@@ -168,6 +220,7 @@ def predict_whole_image(
     image = to_rgb_uint8(image)
     height, width = image.shape[:2]
     size = tuple(input_size) if input_size else model_input_size(model)
+    check_input_size(model, size)
     if mode == "resize" or (height <= size[0] and width <= size[1]):
         preprocessor_of(model)  # a clear error for models without one
         scores = whole_image_scores(model, tf.cast(image[None], tf.float32), size)

@@ -8,7 +8,7 @@ released Caffe model.
 """
 
 from keras_deconvnet.models.preset_utils import named_config
-from keras_deconvnet.models.vgg16_encoder import VGG16_BLOCKS
+from keras_deconvnet.models.vgg16_encoder import VGG16_BLOCKS, minimum_input_size
 
 EDGE_BLOCKS = ((16, 32, 64, 128, 128), (2, 2, 3, 3, 3))
 EDGE_SMALL_BLOCKS = ((8, 16, 32, 64, 64), (1, 1, 2, 2, 2))
@@ -28,7 +28,8 @@ DECONVNET_PRESETS = {
     ),
     "deconvnet_edge_small": named_config(
         "The smallest DeconvNet: 1/8 widths, one convolution per block, fc6 3x3/256, "
-        "any input of 96 pixels or more; for CPU demos and microcontroller-class NPUs.",
+        f"any input of {minimum_input_size(len(EDGE_SMALL_BLOCKS[0]), 3)} pixels or more; "
+        "for CPU demos and microcontroller-class NPUs.",
         "deconvnet", EDGE_SMALL_BLOCKS, 256, 3, (None, None, 3), params=655_469,
     ),
 }
