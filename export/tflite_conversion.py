@@ -95,6 +95,11 @@ class TFLiteConfig:
             `labels.txt` (see `add_metadata`). Defaults to `True`.
         class_names: (`export_tflite`) labels for the metadata; defaults to the
             model's.
+        float_switches: the pooling-switch formulation of the float files
+            (float32, float16, dynamic): `"arithmetic"` (default; exact on finite
+            input, and every op runs on the GPU delegate) or `"exact"` (EQUAL and
+            SELECT_V2: exact with infinities too, but the GPU delegate refuses it).
+            The int8 file always uses `"integer"`.
 
     Example:
 
@@ -111,8 +116,14 @@ class TFLiteConfig:
     check_gpu: bool = True
     metadata: bool = True
     class_names: Sequence[str] | None = None
+    float_switches: str = "arithmetic"
 
     def __post_init__(self) -> None:
+        if self.float_switches not in ("arithmetic", "exact"):
+            raise ValueError(
+                "`float_switches` must be 'arithmetic' or 'exact'. "
+                f"Received: float_switches={self.float_switches!r}"
+            )
         _check_batch_size(self.batch_size)
         check_representative_samples(self.representative_samples)
         check_int8_io(self.int8_io)
@@ -152,6 +163,7 @@ def conversion_saved_model(
     image_shape: Sequence[int] | None = None,
     batch_size: int = 1,
     include_preprocessing: bool = True,
+    float_switches: str = "arithmetic",
 ) -> Iterator[Path]:
     """Writes what the TFLite converter reads to a temporary SavedModel directory.
 
@@ -168,6 +180,8 @@ def conversion_saved_model(
         batch_size: the file's fixed batch size. Defaults to `1`.
         include_preprocessing: RGB [0, 255] in and probabilities out (default), or
             the bare model.
+        float_switches: the formulation traced into `FLOAT_SIGNATURE` (see
+            `TFLiteConfig`).
 
     Yields:
         The directory, for `convert_saved_model` (or `convert_to_tflite`'s
@@ -193,7 +207,8 @@ def conversion_saved_model(
     module = tf.Module()
     module.weights = _tf_variables(model)
     signatures = {}
-    for name, formulation in SIGNATURE_FORMULATIONS.items():
+    formulations = {**SIGNATURE_FORMULATIONS, FLOAT_SIGNATURE: float_switches}
+    for name, formulation in formulations.items():
         with switch_formulation(formulation):
             traced = tf.function(function, input_signature=[spec])
             signatures[name] = traced.get_concrete_function()
@@ -274,7 +289,8 @@ def convert_to_tflite(
     if conversion_dir is not None:
         return convert_saved_model(conversion_dir, *arguments)
     with conversion_saved_model(
-        model, image_shape, config.batch_size, config.include_preprocessing
+        model, image_shape, config.batch_size, config.include_preprocessing,
+        config.float_switches,
     ) as directory:
         return convert_saved_model(directory, *arguments)
 

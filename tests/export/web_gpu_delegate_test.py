@@ -1,0 +1,128 @@
+"""The real client: MediaPipe Tasks for the web (`@mediapipe/tasks-vision`) runs the
+exported TFLite files in Debian's headless Chromium, with WebGL2 on SwiftShader. Its
+GPU delegate is LiteRT's, built by the same model builder a phone's browser uses.
+
+float32 and float16 must run wholly on the GPU delegate: no error, no console line
+saying that operations fall back to the CPU or that XNNPACK was created, and WebGL
+draw calls during `segment()`. Their GPU masks equal the CPU masks on >= 99.5% of
+pixels. The int8 file is the CPU/NPU file: its CPU run matches, and its GPU run fails
+in MediaPipe's own uint8 output handling, as the README says. A float32 file traced
+with the "exact" switches (EQUAL/SELECT_V2) shows that the test catches a fallback.
+
+One browser session serves every test here (about a minute on 2 cores). Every request
+that does not go to 127.0.0.1 is blocked. Without Chromium or the node packages the
+tests skip, naming the install commands.
+"""
+
+import io
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from keras_deconvnet.export import web_demo
+from keras_deconvnet.export.runtimes import litert_runner
+from keras_deconvnet.export.tflite_conversion import TFLiteConfig, convert_to_tflite
+
+REASON = web_demo.browser_requirements()
+pytestmark = pytest.mark.skipif(REASON is not None, reason=f"browser test {REASON}")
+
+FILES = {"float32": "deconvnet_float32.tflite", "float16": "deconvnet_float16.tflite",
+         "int8": "deconvnet_int8.tflite", "exact": "exact_switches_float32.tflite"}
+
+
+def _png(pixels) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def browser(trained, exported, tmp_path_factory):
+    """One page, every run: `{(file key, delegate): run}`."""
+    model, _, validation, _ = trained
+    directory = tmp_path_factory.mktemp("web")
+    for key in ("float32", "float16", "int8"):
+        (directory / FILES[key]).write_bytes(exported.paths[f"tflite_{key}"].read_bytes())
+    # The "exact" formulation, for the negative check.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exact = _exact_switches_file(model)
+    (directory / FILES["exact"]).write_bytes(exact)
+    pixels = validation[0].round().clip(0, 255).astype(np.uint8)
+    runs = [{"model": FILES[key], "delegate": delegate, "image": "validation.png"}
+            for key in ("float32", "float16", "int8") for delegate in ("GPU", "CPU")]
+    runs.append({"model": FILES["exact"], "delegate": "GPU", "image": "validation.png"})
+    result = web_demo.run_in_browser(directory, runs, {"validation.png": _png(pixels)})
+    by_key = {}
+    for run in result["runs"]:
+        key = next(k for k, name in FILES.items() if run["model"].endswith(name))
+        by_key[key, run["delegate"]] = run
+    return result, by_key, pixels
+
+
+def _exact_switches_file(model) -> bytes:
+    from keras_deconvnet.export.tflite import add_metadata
+
+    config = TFLiteConfig(float_switches="exact")
+    flatbuffer = convert_to_tflite(model, "float32", config)
+    return add_metadata(flatbuffer, model, ["background", "red", "green", "blue"])
+
+
+@pytest.mark.parametrize("key", ["float32", "float16"])
+def test_runs_wholly_on_the_gpu_delegate(browser, key):
+    result, runs, pixels = browser
+    gpu, cpu = runs[key, "GPU"], runs[key, "CPU"]
+    assert "error" not in gpu, gpu.get("error")
+    assert web_demo.gpu_fallback_lines(gpu["console"]) == [], gpu["console"]
+    assert gpu["drawCalls"] > 0
+    assert "error" not in cpu, cpu.get("error")
+    # The CPU run is the control: XNNPACK says it is there.
+    assert web_demo.gpu_fallback_lines(cpu["console"])
+    assert (gpu["height"], gpu["width"]) == pixels.shape[:2]
+    agreement = np.mean(np.array(gpu["mask"]) == np.array(cpu["mask"]))
+    assert agreement >= 0.995, (key, agreement)
+    assert result["pageErrors"] == []
+
+
+def test_int8_is_the_cpu_file(browser, exported):
+    _, runs, pixels = browser
+    cpu, gpu = runs["int8", "CPU"], runs["int8", "GPU"]
+    assert "error" not in cpu
+    # The browser's CPU run is the file's own integer arithmetic.
+    ours = litert_runner(exported.paths["tflite_int8"])(pixels[None].astype(np.float32))
+    agreement = np.mean(np.array(cpu["mask"]) == ours.argmax(-1).ravel())
+    assert agreement >= 0.999, agreement
+    # Measured (README): MediaPipe web's GPU graph cannot take the uint8 output.
+    assert "Unsupported input tensor type" in gpu.get("error", ""), gpu
+
+
+def test_the_exact_switches_fall_back_to_the_cpu(browser):
+    _, runs, _ = browser
+    run = runs["exact", "GPU"]
+    # The check has teeth: EQUAL/SELECT_V2 are refused, part of the graph would run on
+    # the CPU, and MediaPipe gives up.
+    assert "error" in run or web_demo.gpu_fallback_lines(run["console"]), run["console"]
+    assert any("EQUAL" in line or "select" in line.lower() for line in run["console"]
+               + [run.get("error", "")])
+
+
+def test_nothing_leaves_127_0_0_1(browser):
+    result, _, _ = browser
+    assert all("127.0.0.1" not in url for url in result["blocked"])
+
+
+def test_the_server_lists_the_tflite_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="deconvnet export"):
+        web_demo.make_server(tmp_path)
+    (tmp_path / "model_float16.tflite").write_bytes(b"x")
+    import json
+    import urllib.request
+
+    with web_demo.serving(tmp_path) as url:
+        config = json.load(urllib.request.urlopen(url + "/config.json"))
+        assert urllib.request.urlopen(url + "/models/model_float16.tflite").read() == b"x"
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(url + "/models/../../etc/passwd")
+    assert config["models"] == {"model_float16.tflite": "/models/model_float16.tflite"}
