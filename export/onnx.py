@@ -7,6 +7,16 @@ Keras's numpy-2 patch for tf2onnx 1.17. The file has one input `images`, float32
 `(batch, height, width, 3)` with a free batch size and the exported height and width,
 and one output `probabilities`, float32 `(batch, height, width, num_classes)`.
 
+The free dimension is named `batch` (tf2onnx names it `unk__N`), and every dimension
+carries its ONNX denotation (`DATA_BATCH`, `DATA_FEATURE` for height and width,
+`DATA_CHANNEL`), the input's type the denotation `IMAGE`. The model's
+`metadata_props` (`onnx_metadata`) hold what a user of the file needs without this
+package: class names, palette, input layout and channel order, value range, the
+mean the graph subtracts, the output's meaning, and the image keys of ONNX's
+MetadataProps.md (`Image.BitmapPixelFormat` `Rgb8`, `Image.ColorSpaceGamma` `SRGB`,
+`Image.NominalPixelRange` `NominalRange_0_255`). onnxruntime reads them with
+`InferenceSession(path).get_modelmeta().custom_metadata_map`.
+
 Memory: tf2onnx freezes variables with `convert_variables_to_constants_v2`, which
 holds several copies of every weight (it ran past 11 GB for the paper's 1 GB of
 weights). The function is therefore traced with the weights as extra inputs (the
@@ -19,6 +29,7 @@ onnxruntime (and TensorRT, OpenVINO) fold when they load the file.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import warnings
@@ -56,6 +67,7 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     image_shape: Sequence[int] | None = None,
     check: bool = True,
+    class_names: Sequence[str] | None = None,
 ) -> Path:
     """Converts `model` to ONNX, checks it and writes `path` atomically.
 
@@ -68,6 +80,7 @@ def export_onnx(
             size is not fixed.
         check: run `onnx.checker.check_model` and one onnxruntime inference on zeros
             before writing. Defaults to `True`.
+        class_names: the names written into the metadata; default `model.class_names`.
 
     Returns:
         The path written.
@@ -105,14 +118,115 @@ def export_onnx(
         with keras.StatelessScope(state_mapping=list(zip(variables, weights))):
             return {"probabilities": probabilities(images)}
 
+    metadata = onnx_metadata(model, shape, num_classes, class_names)
     with atomic_io.replacing(path) as partial:
         proto, _ = tf2onnx.convert.from_function(serve, input_signature=spec, opset=opset)
         _weights_to_initializers(proto, dict(zip(names, variables)))
+        _name_dimensions(proto)
+        onnx.helper.set_model_props(proto, metadata)
+        proto.doc_string = metadata["description"]
         onnx.save(proto, str(partial))
         del proto
         if check:
             check_onnx(partial, shape, num_classes)
     return path
+
+
+def onnx_metadata(
+    model: keras.Model,
+    image_shape: Sequence[int],
+    num_classes: int,
+    class_names: Sequence[str] | None = None,
+) -> dict[str, str]:
+    """The `metadata_props` of an exported file: string keys to string values.
+
+    JSON values (lists, numbers) are JSON-encoded. `palette` is the model's, or the
+    VOC bit-wise palette the package draws with when the model has none.
+
+    Example:
+
+    >>> from keras_deconvnet.models import DeconvNetImageSegmenter
+    >>> model = DeconvNetImageSegmenter.from_preset("deconvnet_edge_small", num_classes=3)
+    >>> meta = onnx_metadata(model, (96, 96, 3), 3)
+    >>> json.loads(meta["class_names"]), meta["input_layout"], meta["channel_order"]
+    (['background', 'class_1', 'class_2'], 'NHWC', 'RGB')
+    """
+    import keras_deconvnet
+    from keras_deconvnet.labels import bitwise_palette
+
+    names = [str(n) for n in (class_names or getattr(model, "class_names", None)
+                              or [f"class_{i}" for i in range(num_classes)])]
+    if len(names) != num_classes:
+        raise ValueError(f"`class_names` must have one name per class ({num_classes}). "
+                         f"Received: {len(names)} names")
+    palette = getattr(model, "palette", None)
+    palette = [list(map(int, c)) for c in palette] if palette else \
+        bitwise_palette()[:num_classes].tolist()
+    config = model_interface.preprocessing_config(model) or {}
+    scale = float(config.get("scale") or 1.0)
+    offset = config.get("offset") or [0.0]
+    offset = offset if isinstance(offset, (list, tuple)) else [offset]
+    mean = [-float(o) / scale for o in offset]
+    height, width = (int(d) for d in image_shape[:2])
+    return {
+        "description": (
+            f"{type(model).__name__}: RGB images -> per-pixel class probabilities "
+            f"({num_classes} classes). Input 'images' float32 (batch, {height}, {width}, "
+            "3), NHWC, RGB, values 0..255 (not normalised: the graph subtracts the mean "
+            "itself). Output 'probabilities' float32 (batch, height, width, classes), "
+            "softmax over the last axis; argmax gives the label map."),
+        "class_names": json.dumps(names),
+        "num_classes": str(num_classes),
+        "palette": json.dumps(palette),
+        "input_name": "images",
+        "input_layout": "NHWC",
+        "channel_order": "RGB",
+        "input_dtype": "float32",
+        "input_value_range": "[0, 255]",
+        "image_shape": json.dumps([height, width, 3]),
+        "normalization": "inside the graph: (pixel - mean) / std per channel",
+        "mean": json.dumps(mean),
+        "std": json.dumps([1.0 / scale] * len(mean)),
+        "output_name": "probabilities",
+        "output_layout": "NHWC (batch, height, width, num_classes)",
+        "output": "softmax probabilities; label = argmax over the last axis",
+        # ONNX MetadataProps.md image keys (WinML and other image-aware runtimes).
+        "Image.BitmapPixelFormat": "Rgb8",
+        "Image.ColorSpaceGamma": "SRGB",
+        "Image.NominalPixelRange": "NominalRange_0_255",
+        "keras_deconvnet_version": str(getattr(keras_deconvnet, "__version__", "")),
+    }
+
+
+# Names and ONNX denotations of the input's and output's four axes.
+_AXES = (("batch", "DATA_BATCH"), ("height", "DATA_FEATURE"), ("width", "DATA_FEATURE"),
+         (None, "DATA_CHANNEL"))
+
+
+def _name_dimensions(proto) -> None:
+    """Names the free batch axis `batch` (was `unk__N`) everywhere, and denotes axes.
+
+    Fixed axes keep their sizes; a free height or width (none today) would be named
+    `height` / `width`. Every `unk__N` that named an input or output axis is renamed
+    in the graph's value_info too, so the file uses one name per axis.
+    """
+    renames: dict[str, str] = {}
+    ends = [(v, True) for v in proto.graph.input] + [(v, False) for v in proto.graph.output]
+    for value, is_input in ends:
+        tensor = value.type.tensor_type
+        if len(tensor.shape.dim) != 4:
+            continue
+        if is_input:
+            value.type.denotation = "IMAGE"
+        for dim, (name, denotation) in zip(tensor.shape.dim, _AXES):
+            dim.denotation = denotation
+            if name and dim.HasField("dim_param"):
+                renames[dim.dim_param] = name
+                dim.dim_param = name
+    for value in proto.graph.value_info:
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.HasField("dim_param") and dim.dim_param in renames:
+                dim.dim_param = renames[dim.dim_param]
 
 
 def _initializer_names(variables) -> list[str]:

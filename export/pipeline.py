@@ -287,7 +287,7 @@ class _ExportJob:
     def export_onnx(self) -> Path:
         return onnx.export_onnx(
             self.model, self.staging / f"{self.config.name}.onnx", opset=self.config.opset,
-            image_shape=self.shape[:2],
+            image_shape=self.shape[:2], class_names=self.config.class_names,
         )
 
     def write_export_config(self, export_config: dict, relative: dict[str, str]) -> None:

@@ -303,6 +303,9 @@ def test_onnx_file_is_valid(exported):
     assert [i.name for i in proto.graph.input] == ["images"]
     assert [o.name for o in proto.graph.output] == ["probabilities"]
     assert any(o.version == 17 for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    # export_all passes ExportConfig's class names into the ONNX metadata.
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert props["class_names"] == '["background", "red", "green", "blue"]'
 
 
 @pytest.mark.slow
@@ -328,3 +331,44 @@ def test_edge_preset_all_tflite_variants(tmp_path, capsys):
               {k: round(v / 1e6, 2) for k, v in sizes.items()})
     assert sizes["float16"] < 0.55 * sizes["float32"]
     assert sizes["int8"] < 0.3 * sizes["float32"]
+
+
+def test_onnx_metadata_and_named_dimensions_in_onnxruntime(make_model, tmp_path):
+    """Issue 23: metadata_props was empty and the batch axis was named unk__N."""
+    import json
+
+    import onnx
+
+    from keras_deconvnet.export.onnx import onnx_session
+
+    model = make_model(class_names=["background", "red", "green", "blue"],
+                       palette=[[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]])
+    path = export_onnx(model, tmp_path / "m.onnx", image_shape=(64, 64))
+    session = onnx_session(path)
+    meta = session.get_modelmeta()  # what the real runtime reads
+    props = meta.custom_metadata_map
+    assert json.loads(props["class_names"]) == ["background", "red", "green", "blue"]
+    assert json.loads(props["palette"])[1] == [255, 0, 0]
+    assert props["input_layout"] == "NHWC" and props["channel_order"] == "RGB"
+    assert props["input_value_range"] == "[0, 255]" and props["num_classes"] == "4"
+    assert props["Image.BitmapPixelFormat"] == "Rgb8"
+    assert props["Image.NominalPixelRange"] == "NominalRange_0_255"
+    mean = json.loads(props["mean"])
+    assert len(mean) == 3 and all(0 < m < 255 for m in mean)  # VGG's BGR mean, as RGB
+    assert "softmax" in meta.description
+    [images], [probabilities] = session.get_inputs(), session.get_outputs()
+    assert images.shape == ["batch", 64, 64, 3]
+    assert probabilities.shape == ["batch", 64, 64, 4]
+    proto = onnx.load(str(path), load_external_data=False)
+    onnx.checker.check_model(proto, full_check=True)
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert [d.denotation for d in dims] == ["DATA_BATCH", "DATA_FEATURE", "DATA_FEATURE",
+                                            "DATA_CHANNEL"]
+    assert proto.graph.input[0].type.denotation == "IMAGE"
+    everywhere = [d.dim_param for v in (*proto.graph.input, *proto.graph.output,
+                                        *proto.graph.value_info)
+                  for d in v.type.tensor_type.shape.dim if d.dim_param]
+    assert "batch" in everywhere and not any(p.startswith("unk__") for p in
+                                             everywhere[:2])
+    out = session.run(None, {"images": np.full((2, 64, 64, 3), 128, np.float32)})[0]
+    assert out.shape == (2, 64, 64, 4)
