@@ -63,6 +63,17 @@ FORMATS = (
     "onnx",
 )
 
+# Which file is for which hardware (`deconvnet export` prints it; the README's
+# "Phones and edge GPUs" has the measurements behind it).
+FILE_PURPOSES = {
+    "saved_model": "TF Serving (CPU or GPU servers)",
+    "tflite_float32": "reference TFLite; CPUs, and GPUs (runs wholly on the GPU delegate)",
+    "tflite_float16": "phone and web GPUs: the GPU delegate's file (MediaPipe delegate GPU)",
+    "tflite_dynamic": "CPUs (XNNPACK)",
+    "tflite_int8": "CPUs (XNNPACK) and NPUs; not the GPU delegate (uint8 input/output)",
+    "onnx": "onnxruntime, TensorRT, OpenVINO",
+}
+
 
 @dataclass
 class ExportResult:

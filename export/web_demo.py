@@ -123,7 +123,9 @@ def make_server(
     }
     routes.update({f"/models/{path.name}": path for path in models})
     routes.update({f"/images/{name}": data for name, data in (images or {}).items()})
-    return http.server.ThreadingHTTPServer((host, port), _handler(routes, mediapipe_dir))
+    server = http.server.ThreadingHTTPServer((host, port), _handler(routes, mediapipe_dir))
+    server.mediapipe_dir = mediapipe_dir
+    return server
 
 
 @contextlib.contextmanager

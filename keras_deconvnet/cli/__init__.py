@@ -14,8 +14,8 @@ import sys
 from keras_deconvnet.cli import console, options
 
 COMMANDS = (
-    "quickstart", "train", "evaluate", "predict", "export", "serve", "benchmark", "presets",
-    "summary", "convert-caffe",
+    "quickstart", "train", "evaluate", "predict", "export", "serve", "serve-web", "benchmark",
+    "presets", "summary", "convert-caffe",
 )
 
 

@@ -281,4 +281,21 @@ def run(args) -> int:
         raise CommandError(str(e).splitlines()[0] + " Nothing was written.") from e
     print(result.report.table)
     print(f"\nWrote {', '.join(sorted(result.paths))} and parity.json to {result.output_dir}")
+    print(hardware_lines(result))
     return 0
+
+
+def hardware_lines(result) -> str:
+    """Which written file is for which hardware, and the browser demo's command."""
+    from keras_deconvnet.export.pipeline import FILE_PURPOSES
+
+    lines = ["Which file for which hardware:"]
+    for fmt, path in sorted(result.paths.items(), key=lambda item: FORMATS.index(item[0])):
+        path = Path(path)
+        name = str(path.relative_to(result.output_dir)) if path.is_relative_to(
+            result.output_dir) else path.name
+        lines.append(f"  {name + '/' * path.is_dir():<28} {FILE_PURPOSES.get(fmt, '')}")
+    if any(fmt.startswith("tflite_") for fmt in result.paths):
+        lines.append(f"See them segment your images in your browser: "
+                     f"deconvnet serve-web {result.output_dir}")
+    return "\n".join(lines)
