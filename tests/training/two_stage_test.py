@@ -283,3 +283,55 @@ def test_resume_after_sigkill(tmp_path):
     assert epochs == [(1, 2), (1, 3)]
     assert "DONE" in result.stdout
     assert (tmp_path / "stage2" / "COMPLETE.json").exists()
+
+
+def test_a_model_that_fails_to_build_leaves_no_output_dir(tmp_path):
+    def broken():
+        raise OSError("the VGG16 weights cannot be downloaded")
+
+    data = learnable_data(n=2, batch=2)
+    with pytest.raises(OSError, match="VGG16"):
+        train_two_stage(broken, data, data, None, tmp_path / "run", quick_config())
+    assert not (tmp_path / "run").exists()
+
+
+def test_leftover_temporary_files_are_removed_and_others_kept(tmp_path):
+    from keras_deconvnet.training.two_stage import remove_partial_files
+
+    stage = tmp_path / "stage1" / "backup"
+    stage.mkdir(parents=True)
+    leftovers = [tmp_path / "stage1" / ".last.tmp-k2j3h4.weights.h5",
+                 stage / ".ckpt-000001.tmp-abc_9.json", tmp_path / ".preset.partial-x1y2"]
+    kept = [tmp_path / "stage1" / "last.weights.h5", tmp_path / ".lock",
+            tmp_path / "notes.tmp-1.txt"]
+    leftovers[2].mkdir()
+    (leftovers[2] / "model.weights.h5").write_bytes(b"x")
+    for path in [*leftovers[:2], *kept]:
+        path.write_bytes(b"x")
+    assert remove_partial_files(str(tmp_path)) == sorted(str(p) for p in leftovers)
+    assert not any(p.exists() for p in leftovers)
+    assert all(p.exists() for p in kept)
+
+
+def test_config_change_warns_only_when_something_was_trained(tmp_path):
+    data = learnable_data(n=2, batch=2)
+    # A config.json from a run that trained nothing (e.g. killed while building).
+    quick_config(stage1=StageConfig(epochs=3)).save(str(tmp_path / "config.json"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        train_two_stage(small_model, data, data, None, tmp_path, quick_config())
+    with pytest.warns(UserWarning, match="changed settings"):
+        train_two_stage(small_model, data, data, None, tmp_path,
+                        quick_config(stage2=StageConfig(epochs=1, learning_rate=0.5)))
+
+
+def test_progress_is_plain_lines_off_a_terminal(tmp_path, capsys):
+    data = learnable_data(n=4, batch=2)
+    train_two_stage(small_model, data, data, None, tmp_path,
+                    quick_config(verbose="auto", batchnorm_batches=2,
+                                 batchnorm_batch_size=None))
+    out = capsys.readouterr().out  # pytest's capture is not a terminal
+    assert "\x1b[" not in out and "\r" not in out and "\b" not in out
+    assert "Stage 1 of 2 (stage1" in out and "Stage 2 of 2 (stage2" in out
+    assert "stage1 epoch 1/1 done" in out
+    assert "BatchNorm statistics: 2/2 batches" in out
