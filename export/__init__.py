@@ -25,6 +25,12 @@ Example:
 format ...
 tflite_float16 ...
 """
+# ruff: noqa: E402 (the backend check runs before the exporters are imported)
+
+from keras_deconvnet.backends import require_tensorflow
+
+# The exporters trace the Keras model with TensorFlow (tf.function, TFLiteConverter).
+require_tensorflow("keras_deconvnet.export (TF Serving, TFLite and ONNX exporters)")
 
 from keras_deconvnet.export.mediapipe_compatibility import image_segmenter_issues
 from keras_deconvnet.export.onnx import DEFAULT_OPSET, check_onnx, export_onnx
