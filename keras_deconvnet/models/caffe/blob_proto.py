@@ -50,6 +50,10 @@ MAX_BLOB_AXES = 32
 _DATA, _DOUBLE_DATA = 5, 8
 _WIDTHS = {_DATA: 4, _DOUBLE_DATA: 8}
 _DTYPES = {_DATA: "<f4", _DOUBLE_DATA: "<f8"}
+# Gathering many pieces: a piece this long is copied on its own; shorter ones are
+# gathered together, about this many values at a time.
+_LARGE_PIECE = 1 << 16
+_GATHER_CHUNK = 1 << 20
 # Their one-byte tags when unpacked: data as fixed32, double_data as fixed64.
 _UNPACKED_KEYS = (_DATA << 3 | I32, _DOUBLE_DATA << 3 | I64)
 
@@ -139,25 +143,34 @@ class _Pieces:
             return np.frombuffer(reader.view, dtype, self.count, self.starts[0])
         buffer = np.frombuffer(reader.view, np.uint8)
         out = np.empty((self.count, width), np.uint8)
-        if len(self.starts) <= 64:
-            # Few pieces: one strided copy each.
-            row = 0
-            for start, count, stride in zip(self.starts, self.counts, self.strides):
-                records = np.lib.stride_tricks.as_strided(
+        counts = np.frombuffer(self.counts, np.int64)
+        firsts = np.frombuffer(self.starts, np.int64)
+        strides = np.frombuffer(self.strides, np.int64)
+        ends = np.cumsum(counts)
+        # Chunks of pieces: a large piece alone (one strided copy), small ones together
+        # up to about _GATHER_CHUNK values (one vectorised gather), so the temporary
+        # offsets stay small whatever the file holds.
+        large = np.flatnonzero(counts >= _LARGE_PIECE)
+        splits = np.union1d(
+            np.searchsorted(ends, np.arange(_GATHER_CHUNK, self.count, _GATHER_CHUNK)),
+            np.concatenate([large, large + 1]))
+        splits = splits[(splits > 0) & (splits < len(counts))]
+        for first, last in zip([0, *splits.tolist()], [*splits.tolist(), len(counts)]):
+            row = int(ends[first] - counts[first])
+            if last - first == 1:
+                count, start, stride = int(counts[first]), int(firsts[first]), int(strides[first])
+                out[row:row + count] = np.lib.stride_tricks.as_strided(
                     buffer[start:], (count, width), (stride, 1), writeable=False)
-                out[row:row + count] = records
-                row += count
-        else:
-            # Many pieces (interleaved fields): every value's offset at once.
-            counts = np.frombuffer(self.counts, np.int64)
-            firsts = np.frombuffer(self.starts, np.int64)
-            strides = np.frombuffer(self.strides, np.int64)
-            index = np.arange(self.count, dtype=np.int64)
-            index -= np.repeat(np.cumsum(counts) - counts, counts)
-            offsets = np.repeat(firsts, counts) + index * np.repeat(strides, counts)
+                continue
+            chunk = counts[first:last]
+            total = int(chunk.sum())
+            index = np.arange(total, dtype=np.int64)
+            index -= np.repeat(np.cumsum(chunk) - chunk, chunk)
+            offsets = np.repeat(firsts[first:last], chunk)
+            offsets += index * np.repeat(strides[first:last], chunk)
             del index
             for byte in range(width):
-                out[:, byte] = buffer[offsets + byte]
+                out[row:row + total, byte] = buffer[offsets + byte]
         return out.view(dtype).reshape(self.count)
 
 
@@ -195,7 +208,13 @@ def _read_blob_fields(reader: WireReader, start: int, end: int, where: str) -> _
                 continue
             # An unpacked repeated field (one tag per value, as some old writers do): the
             # whole run of equal one-byte tags at once.
-            count = reader.run_length(tag_at, end, key, 1 + width, where)
+            record = 1 + width
+            if tag_at + 2 * record <= end and view[tag_at + record] == key:
+                count = reader.run_length(tag_at, end, key, record, where)
+            elif tag_at + record <= end:
+                count = 1  # the common case of interleaved fields, without a call
+            else:
+                raise reader.overrun(f"field {key >> 3}", tag_at + record, end, where, tag_at)
             if key in _UNPACKED_KEYS:
                 fields.pieces[key >> 3].add(pos, count, 1 + width)
             pos = tag_at + count * (1 + width)

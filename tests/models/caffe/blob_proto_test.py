@@ -61,14 +61,23 @@ def test_interleaved_unpacked_floats_read_in_linear_time(other):
     assert seconds < 5
 
 
-def test_pieces_in_any_order_and_packing_concatenate_in_file_order():
-    values = np.arange(300, dtype=np.float32)
+@pytest.mark.parametrize("chunk, large", [(1 << 20, 1 << 16), (7, 50)])
+def test_pieces_in_any_order_and_packing_concatenate_in_file_order(monkeypatch, chunk, large):
+    """(7, 50): the gather runs in many chunks, long pieces copied on their own."""
+    from keras_deconvnet.models.caffe import blob_proto
+
+    monkeypatch.setattr(blob_proto, "_GATHER_CHUNK", chunk)
+    monkeypatch.setattr(blob_proto, "_LARGE_PIECE", large)
+    values = np.arange(400, dtype=np.float32)
     unpacked = b"".join(_key(5, 5) + struct.pack("<f", v) for v in values[:100])
     packed = _length_delimited(5, values[100:200].tobytes())
     interleaved = b"".join(_key(5, 5) + struct.pack("<f", v) + _key(10, 0) + b"\x01"
-                           for v in values[200:])
-    with read_caffemodel(one_layer(shape(3, 100) + unpacked + packed + interleaved)) as net:
-        np.testing.assert_array_equal(net.layers[0].blobs[0], values.reshape(3, 100))
+                           for v in values[200:300])
+    more = _length_delimited(5, values[300:303].tobytes()) + b"".join(
+        _key(5, 5) + struct.pack("<f", v) + _key(6, 5) + b"\0\0\0\0" for v in values[303:])
+    data = one_layer(shape(4, 100) + unpacked + packed + interleaved + more)
+    with read_caffemodel(data) as net:
+        np.testing.assert_array_equal(net.layers[0].blobs[0], values.reshape(4, 100))
 
 
 def test_a_long_unpacked_run_is_one_copy_and_a_packed_field_a_view():
