@@ -162,7 +162,10 @@ class SlottedHTTPServer(http.server.ThreadingHTTPServer):
 
     def __init__(self, address, handler_class, limits: ConnectionLimits):
         self.limits = limits
-        self._slots = threading.BoundedSemaphore(limits.max_connections)
+        # The connections holding a slot (their sockets): a slot is taken and given
+        # back once per connection, whatever path its thread takes.
+        self._holders: set = set()
+        self._slots = threading.Condition()
         # handler -> [phase, since, evicted]: "reading" (waiting for or reading a
         # request: may be evicted) or "working" (being answered: never evicted).
         self._connections: dict = {}
@@ -240,24 +243,38 @@ class SlottedHTTPServer(http.server.ThreadingHTTPServer):
         except OSError:
             pass
 
+    def _take_slot(self, request, timeout: float) -> bool:
+        limit = self.limits.max_connections
+        with self._slots:
+            if not self._slots.wait_for(lambda: len(self._holders) < limit, timeout):
+                return False
+            self._holders.add(request)
+            return True
+
+    def _give_slot(self, request) -> None:
+        with self._slots:
+            if request in self._holders:
+                self._holders.remove(request)
+                self._slots.notify()
+
     def process_request(self, request, client_address):
         # Back-pressure: at most max_connections handler threads. When they are all
-        # taken, make room by closing the connection idle for longest, if any.
-        while not self._slots.acquire(blocking=False):
+        # taken, make room by closing the connection idle (else stalled) for longest.
+        while not self._take_slot(request, 0):
             self._evict_one()
-            if self._slots.acquire(timeout=0.25):
+            if self._take_slot(request, 0.25):
                 break
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self._slots.release()
+            self._give_slot(request)
             raise
 
     def process_request_thread(self, request, client_address):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            self._give_slot(request)
 
     def handle_error(self, request, client_address):
         logger.debug("connection error from %s", client_address, exc_info=True)
