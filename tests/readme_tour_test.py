@@ -62,6 +62,10 @@ def test_the_tour_runs(tmp_path):
             cwd=tmp_path, capture_output=True, text=True, timeout=900,
         )
         assert result.returncode == 0, (command, result.stderr[-3000:])
+        # A log (stdout is a pipe here) gets plain lines, and no converter chatter.
+        assert "\x1b[" not in result.stdout and "\b" not in result.stdout, command
+        for chatter in ("fully_quantize", "XNNPACK delegate", "I0000 ", "W0000 "):
+            assert chatter not in result.stderr, (command, chatter)
     summary = json.loads((tmp_path / "runs/quickstart/summary.json").read_text())
     for path in summary["artefacts"].values():
         assert (tmp_path / path).exists(), path

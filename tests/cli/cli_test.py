@@ -99,3 +99,17 @@ def test_help_shows_defaults(command, option, default, capsys):
 def test_verbose_after_the_command_shows_the_traceback():
     result = _deconvnet("summary", "no_such_preset", "--verbose")
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+@pytest.mark.slow
+def test_export_hides_converter_chatter_unless_verbose(tmp_path):
+    """~35 s: an int8 conversion prints `fully_quantize: ...` from C++ on fd 2."""
+    args = ["export", "--preset", "deconvnet_edge_small", "--num-classes", "3",
+            "--image-size", "96", "--formats", "tflite_int8",
+            "--representative-samples", "2"]
+    quiet = _deconvnet(*args, "--out", str(tmp_path / "quiet"))
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    assert "fully_quantize" not in quiet.stderr and "XNNPACK" not in quiet.stderr
+    assert "deconvnet: warning: No `representative_data`" in quiet.stderr  # one line
+    loud = _deconvnet(*args, "--out", str(tmp_path / "loud"), "--verbose")
+    assert loud.returncode == 0 and "fully_quantize" in loud.stderr
