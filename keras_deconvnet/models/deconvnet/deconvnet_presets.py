@@ -20,6 +20,9 @@ DECONVNET_PRESETS = {
         "with `load_vgg16_weights`, or convert the authors' trained Caffe model with "
         "`deconvnet convert-caffe`.",
         "deconvnet", VGG16_BLOCKS, 4096, 7, (224, 224, 3), params=251_839_061,
+        # The fork's BN epsilon (HyeonwooNoh/caffe bn_layer.cpp `var_eps_`); trains
+        # stably (the README's training table says what was measured).
+        batch_norm_epsilon=1e-9,
     ),
     "deconvnet_edge": named_config(
         "Edge DeconvNet for phones and edge GPUs: 1/4 of VGG16's widths, fc6 7x7/512, "
