@@ -44,6 +44,18 @@ TFLITE_GPU_OPS = frozenset(
     }
 )
 
+# What MediaPipe web's GPU delegate (LiteRT's model builder, WebGL backend) refused
+# although the parser list above has it, seen in its own console in headless Chromium
+# (`deconvnet serve-web DIR --op-table`, tests/export/web_gpu_delegate_test.py). The
+# same backend also fails on an op that takes one tensor twice (a self-concatenation
+# becomes a COPY node: "No support of copy").
+WEB_GPU_REFUSED = {
+    "EQUAL": "Not supported logical op case",
+    "NOT_EQUAL": "logical op, as EQUAL",
+    "SELECT": "No support of select",
+    "SELECT_V2": "No support of select_v2",
+}
+
 # Tensor types that make an op a float op (the rest: integer, bool, string).
 _FLOAT_TYPES = (np.float16, np.float32, np.float64)
 
@@ -145,7 +157,8 @@ def format_op_table(files: Mapping[str, bytes | os.PathLike]) -> str:
                 cells.append(f"{entry['count']} ({entry['float']} float)")
             else:
                 cells.append(str(entry["count"]))
-        cells.append("yes" if name in TFLITE_GPU_OPS else "**no**")
+        supported = name in TFLITE_GPU_OPS and name not in WEB_GPU_REFUSED
+        cells.append("yes" if supported else "**no**")
         rows.append(cells)
     totals = ["integer-only ops"]
     for c in counts.values():
@@ -169,20 +182,30 @@ def gpu_compatibility_report(flatbuffer: bytes | os.PathLike) -> str:
 def check_gpu_ops(flatbuffer: bytes | os.PathLike) -> set[str]:
     """Raises `ValueError` if the TFLite GPU delegate cannot run the whole model.
 
-    Checks the op names against `TFLITE_GPU_OPS` and the `Analyzer`'s GPU
-    compatibility report (which also checks op attributes and tensor types).
+    Checks the op names against `TFLITE_GPU_OPS` less what the web GPU delegate was
+    seen to refuse (`WEB_GPU_REFUSED`), that no op takes one tensor twice, and the
+    `Analyzer`'s GPU compatibility report (op attributes and tensor types). These are
+    proxies: the real delegate's verdict is `deconvnet serve-web DIR --op-table`.
 
     Returns:
         The set of op names.
     """
     content = tflite_content(flatbuffer)
     ops = tflite_ops(content)
-    unsupported = sorted(ops - TFLITE_GPU_OPS)
+    unsupported = sorted((ops - TFLITE_GPU_OPS) | (ops & set(WEB_GPU_REFUSED)))
     if unsupported:
         raise ValueError(
             f"The TFLite model uses ops the GPU delegate does not support: "
             f"{', '.join(unsupported)}. All ops: {', '.join(sorted(ops))}."
         )
+    details, _ = _op_details(content)
+    for op in details:
+        inputs = [i for i in op["inputs"] if i >= 0]
+        if len(inputs) != len(set(inputs)):
+            raise ValueError(
+                f"A {op['op_name']} of the TFLite model takes one tensor twice, which the "
+                "web GPU delegate turns into a COPY node it cannot run."
+            )
     report = gpu_compatibility_report(content)
     if "GPU COMPATIBILITY WARNING" in report:
         lines = [line.strip() for line in report.splitlines() if "GPU" in line]

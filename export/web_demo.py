@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import io
 import json
 import mimetypes
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -207,3 +209,80 @@ def run_in_browser(
 def gpu_fallback_lines(console: Sequence[str]) -> list[str]:
     """The console lines saying that part of a model ran on the CPU instead."""
     return [line for line in console if any(s in line for s in GPU_FALLBACK_LINES)]
+
+
+def delegate_verdict(run: Mapping) -> dict:
+    """What MediaPipe web's GPU delegate printed about one run of `run_in_browser`.
+
+    Returns:
+        `{"refused": {op: reason}, "summary": the "N operations will run on the GPU"
+        line or None, "fallback": fallback lines, "error": the error's first line or
+        None, "draw_calls": n}`.
+    """
+    console = [line.strip() for line in run.get("console", [])]
+    refused = {}
+    for line in console:
+        match = re.match(r"^([A-Z][A-Z0-9_]+): (.+)$", line)
+        if match:
+            refused[match.group(1)] = match.group(2)
+    summary = next((line for line in console if "operations will run on the GPU" in line), None)
+    # MediaPipe's error names the calculator and, after its last "failed: ", the cause
+    # ("No support of select_v2": an op the WebGL backend has no kernel for).
+    causes = re.findall(r"failed: ([^;\n]+)", run.get("error") or "")
+    causes = [cause.strip() for cause in causes if cause.strip()]
+    error = causes[-1] if causes else (run.get("error") or None)
+    unsupported = re.search(r"No support of (\w+)", error or "")
+    if unsupported:
+        refused.setdefault(unsupported.group(1).upper(), error)
+    return {
+        "refused": refused, "summary": summary, "fallback": gpu_fallback_lines(console),
+        "error": error, "draw_calls": run.get("drawCalls"),
+    }
+
+
+def delegate_op_table(
+    export_dir: str | os.PathLike, node_modules: str | os.PathLike | None = None
+) -> str:
+    """The GPU delegate's own op table of every `.tflite` file in `export_dir`.
+
+    Each file runs once in MediaPipe web with delegate GPU (headless Chromium, as in
+    `run_in_browser`); the table has the ops counted from the file and, per op, what
+    the delegate's console said: `GPU`, or `**CPU**: its reason`. The last rows give
+    the delegate's verdict on the whole file and its WebGL draw calls.
+
+    Returns:
+        A Markdown table.
+    """
+    from PIL import Image
+
+    from keras_deconvnet.export.tflite_inspection import op_counts
+
+    files = sorted(Path(export_dir).glob("*.tflite"))
+    buffer = io.BytesIO()
+    Image.new("RGB", (97, 61), (120, 90, 200)).save(buffer, "PNG")
+    runs = [{"model": path.name, "delegate": "GPU", "image": "probe.png"} for path in files]
+    result = run_in_browser(export_dir, runs, {"probe.png": buffer.getvalue()}, node_modules)
+    verdicts = [delegate_verdict(run) for run in result["runs"]]
+    counts = [op_counts(path) for path in files]
+    names = sorted({name for c in counts for name in c})
+    rows = [["op", *(path.name for path in files)], ["---"] * (len(files) + 1)]
+    for name in names:
+        cells = [name]
+        for count, verdict in zip(counts, verdicts):
+            if name not in count:
+                cells.append("")
+                continue
+            reason = verdict["refused"].get(name)
+            where = f"**CPU**: {reason}" if reason else "GPU"
+            cells.append(f"{count[name]['count']} {where}")
+        rows.append(cells)
+    whole = ["whole file"]
+    for verdict in verdicts:
+        if verdict["error"] or verdict["fallback"] or verdict["summary"]:
+            parts = [verdict["summary"], verdict["error"] and f"fails: {verdict['error']}"]
+            whole.append("; ".join(filter(None, parts)) or "; ".join(verdict["fallback"]))
+        else:
+            whole.append("all on the GPU")
+    rows.append(whole)
+    rows.append(["WebGL draw calls", *(str(v["draw_calls"] or 0) for v in verdicts)])
+    return "\n".join("| " + " | ".join(row) + " |" for row in rows)

@@ -19,6 +19,7 @@ Examples:
   deconvnet export --model runs/quickstart/preset --out exported
   deconvnet serve-web exported
   deconvnet serve-web exported --port 8080 --host 0.0.0.0   # from a phone on the LAN
+  deconvnet serve-web exported --op-table   # the GPU delegate's verdict per op, headless
 """
 
 
@@ -44,6 +45,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--node-modules", type=Path,
         help="a node_modules with @mediapipe/tasks-vision (default: ./node_modules, else the CDN)",
     )
+    parser.add_argument(
+        "--op-table", action="store_true",
+        help="instead of serving: run each file on MediaPipe web's GPU delegate in headless "
+        "Chromium and print the delegate's own op table (needs chromium and `npm ci`)",
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -53,6 +59,12 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.export_dir.is_dir():
         raise CommandError(f"Not a directory: {args.export_dir}")
+    if args.op_table:
+        reason = web_demo.browser_requirements(args.node_modules)
+        if reason:
+            raise CommandError(f"--op-table {reason}")
+        print(web_demo.delegate_op_table(args.export_dir, args.node_modules))
+        return 0
     server = web_demo.make_server(args.export_dir, args.host, args.port, args.node_modules)
     host, port = server.server_address[:2]
     source = "local" if server.mediapipe_dir else f"CDN ({web_demo.MEDIAPIPE_CDN})"

@@ -29,7 +29,8 @@ REASON = web_demo.browser_requirements()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"browser test {REASON}")
 
 FILES = {"float32": "deconvnet_float32.tflite", "float16": "deconvnet_float16.tflite",
-         "int8": "deconvnet_int8.tflite", "exact": "exact_switches_float32.tflite"}
+         "int8": "deconvnet_int8.tflite", "exact": "exact_switches_float32.tflite",
+         "int8_float_io": "int8_float_io.tflite"}
 
 
 def _png(pixels) -> bytes:
@@ -41,7 +42,7 @@ def _png(pixels) -> bytes:
 @pytest.fixture(scope="module")
 def browser(trained, exported, tmp_path_factory):
     """One page, every run: `{(file key, delegate): run}`."""
-    model, _, validation, _ = trained
+    model, calibration, validation, _ = trained
     directory = tmp_path_factory.mktemp("web")
     for key in ("float32", "float16", "int8"):
         (directory / FILES[key]).write_bytes(exported.paths[f"tflite_{key}"].read_bytes())
@@ -50,9 +51,16 @@ def browser(trained, exported, tmp_path_factory):
         warnings.simplefilter("ignore")
         exact = _exact_switches_file(model)
     (directory / FILES["exact"]).write_bytes(exact)
+    # The GPU-runnable int8 variant: float input and output (--int8-io float).
+    int8_float_io = convert_to_tflite(
+        model, "int8", TFLiteConfig(int8_io="float", representative_samples=32),
+        representative_data=calibration,
+    )
+    (directory / FILES["int8_float_io"]).write_bytes(_with_metadata(int8_float_io, model))
     pixels = validation[0].round().clip(0, 255).astype(np.uint8)
     runs = [{"model": FILES[key], "delegate": delegate, "image": "validation.png"}
-            for key in ("float32", "float16", "int8") for delegate in ("GPU", "CPU")]
+            for key in ("float32", "float16", "int8", "int8_float_io")
+            for delegate in ("GPU", "CPU")]
     runs.append({"model": FILES["exact"], "delegate": "GPU", "image": "validation.png"})
     result = web_demo.run_in_browser(directory, runs, {"validation.png": _png(pixels)})
     by_key = {}
@@ -62,12 +70,15 @@ def browser(trained, exported, tmp_path_factory):
     return result, by_key, pixels
 
 
-def _exact_switches_file(model) -> bytes:
+def _with_metadata(flatbuffer, model) -> bytes:
     from keras_deconvnet.export.tflite import add_metadata
 
-    config = TFLiteConfig(float_switches="exact")
-    flatbuffer = convert_to_tflite(model, "float32", config)
     return add_metadata(flatbuffer, model, ["background", "red", "green", "blue"])
+
+
+def _exact_switches_file(model) -> bytes:
+    config = TFLiteConfig(float_switches="exact")
+    return _with_metadata(convert_to_tflite(model, "float32", config), model)
 
 
 @pytest.mark.parametrize("key", ["float32", "float16"])
@@ -96,6 +107,18 @@ def test_int8_is_the_cpu_file(browser, exported):
     assert agreement >= 0.999, agreement
     # Measured (README): MediaPipe web's GPU graph cannot take the uint8 output.
     assert "Unsupported input tensor type" in gpu.get("error", ""), gpu
+
+
+def test_int8_with_float_io_runs_on_the_gpu(browser):
+    _, runs, _ = browser
+    gpu, cpu = runs["int8_float_io", "GPU"], runs["int8_float_io", "CPU"]
+    assert "error" not in gpu, gpu.get("error")
+    assert web_demo.gpu_fallback_lines(gpu["console"]) == [] and gpu["drawCalls"] > 0
+    # The GPU computes in float what the CPU computes in int8: labels differ where
+    # quantization moves a score across a tie (README: measured agreement).
+    agreement = np.mean(np.array(gpu["mask"]) == np.array(cpu["mask"]))
+    print(f"\nint8 float I/O: GPU vs CPU masks {agreement:.4f}")
+    assert agreement >= 0.9, agreement
 
 
 def test_the_exact_switches_fall_back_to_the_cpu(browser):
