@@ -23,8 +23,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
             "Segments each image (JPEG/PNG of any size, grayscale, RGBA and 16-bit "
             "included) with proposal-based (the paper's) or whole-image inference, and "
             "writes NAME_labels.png (palette PNG, VOC format) and NAME_overlay.png "
-            "(image + coloured segmentation + legend) to --out. A file that cannot be "
-            "read is reported and skipped; the exit status is 1 if any failed."
+            "(image + coloured segmentation + legend) to --out, and predictions.json "
+            "listing them; inputs that share a name get NAME-2, NAME-3, ... A file that "
+            "cannot be read, or that is not a regular file (a FIFO, a device), is "
+            "reported and skipped; the exit status is 1 if any failed."
         ),
         epilog=(
             "Examples:\n"
