@@ -35,6 +35,22 @@ def _matmul_transposed(x, kernel):
     return ops.matmul(x, ops.transpose(kernel))
 
 
+def _check_input_covers_kernel(layer, inputs) -> None:
+    """A clear `ValueError` (instead of TensorFlow's shape error) for a "valid"
+    kernel larger than its input map: the network's input is too small."""
+    size = tuple(inputs.shape[1:3])
+    if layer.padding != "valid" or not any(
+            s is not None and s < k for s, k in zip(size, layer.kernel_size)):
+        return
+    kernel = "x".join(str(k) for k in layer.kernel_size)
+    raise ValueError(
+        f"The network input is too small: {layer.name}'s {kernel} kernel needs an input "
+        f"map of at least {kernel}, this input gives {size[0]}x{size[1]}. The smallest "
+        "input a model takes is keras_deconvnet.inference.whole_image."
+        "minimum_input_size(model) (65 pixels for deconvnet_edge_small)."
+    )
+
+
 @keras.saving.register_keras_serializable(package="keras_deconvnet")
 class FullyConnectedConv2D(keras.layers.Conv2D):
     """A `Conv2D` computed as one matmul when its input is exactly one kernel window.
@@ -60,6 +76,7 @@ class FullyConnectedConv2D(keras.layers.Conv2D):
         )
 
     def call(self, inputs):
+        _check_input_covers_kernel(self, inputs)
         if not self._as_matmul(inputs):
             return super().call(inputs)
         height, width, channels = inputs.shape[1:]

@@ -39,3 +39,12 @@ def test_fixed_size_models_state_their_own_minimum():
     check_input_size(model, (193, 400))
     with pytest.raises(ValueError, match="193x193"):
         check_input_size(model, (192, 400))
+
+
+def test_keras_predict_under_the_minimum_is_a_clear_value_error(edge_small):
+    """`segmenter.predict` on a dynamic-size model: the layer that cannot run says why
+    (was a bare InvalidArgumentError from the graph)."""
+    with pytest.raises(ValueError, match="network input is too small.*65 pixels"):
+        edge_small.predict(np.zeros((1, 64, 64, 3)), verbose=0)
+    with pytest.raises(ValueError, match="fc6's 3x3 kernel.*gives 2x2"):
+        edge_small(np.zeros((1, 64, 64, 3), "float32"))
