@@ -16,6 +16,7 @@ import re
 import warnings
 
 import keras
+import numpy as np
 
 from keras_deconvnet import atomic_io, private_apis
 
@@ -215,7 +216,10 @@ class EpochBackup(keras.callbacks.Callback):
     written after it). The two newest pairs are kept. `on_train_begin` loads the
     newest pair that reads back, warning (with the file name) about any that does
     not, and sets the epoch `fit` starts at; `on_train_end` clears it again. A
-    backup taken mid-epoch (`save_freq` an int) restarts that epoch from the saved
+    backup taken mid-epoch (`save_freq` an int) also records the batch and the
+    model's metric variables (the epoch's running loss and confusion matrix), so
+    that a caller that positions its data there (as `train_two_stage` does) can
+    finish that epoch exactly; `fit` alone restarts that epoch from the saved
     weights, as Keras's callback does.
 
     Args:
@@ -264,6 +268,7 @@ class EpochBackup(keras.callbacks.Callback):
         self.restored_epoch = 0
         self.restore_on_train_begin = restore_on_train_begin
         self.state_callbacks = list(state_callbacks)
+        self.batch_offset = 0  # batches of the epoch done before this `fit` began
         self.restored_record: dict | None = None  # the record `restore` loaded
         self.restored_path: str | None = None  # and its weights file
 
@@ -343,8 +348,10 @@ class EpochBackup(keras.callbacks.Callback):
         record = {"epoch": int(epoch)}
         if batch is not None:
             record["batch"] = int(batch)
+            record["metrics"] = [keras.ops.convert_to_numpy(v).tolist()
+                                 for v in model.metrics_variables]
         if self.state_callbacks:
-            record["callbacks"] = [_callback_state(c) for c in self.state_callbacks]
+            record["callbacks"] = callback_states(self.state_callbacks)
         atomic_io.write_json(f"{stem}.json", record)  # After the weights: marks them whole.
         for _, weights_path, json_path in existing[self.keep - 1:]:
             for path in (json_path, weights_path):  # json first: never a lone record.
@@ -372,10 +379,12 @@ class EpochBackup(keras.callbacks.Callback):
         if self.save_freq == "epoch":
             return
         self._batches += 1
-        if self._batches % self.save_freq == 0 and self.enabled:
-            self.save(self.model, self._epoch, batch + 1)
+        last = batch + 1 == (self.params or {}).get("steps")  # its epoch backup follows
+        if self._batches % self.save_freq == 0 and self.enabled and not last:
+            self.save(self.model, self._epoch, self.batch_offset + batch + 1)
 
     def on_epoch_end(self, epoch, logs=None):
+        self.batch_offset = 0
         if self.enabled:
             self.save(self.model, epoch + 1)
 
@@ -386,6 +395,34 @@ class EpochBackup(keras.callbacks.Callback):
 
 # The counters of Keras's epoch-level callbacks (ReduceLROnPlateau, EarlyStopping).
 _CALLBACK_COUNTERS = ("wait", "best", "cooldown_counter", "best_epoch")
+
+
+def callback_states(callbacks) -> list[dict]:
+    """The counters of each callback, as `EpochBackup` records them."""
+    return [_callback_state(c) for c in callbacks]
+
+
+def restore_metric_variables(model: keras.Model, values, add: bool = False) -> bool:
+    """Assigns `values` (from a mid-epoch backup record) to `model.metrics_variables`,
+    or adds them (`add`: for metrics that are sums, Keras's `Mean` and confusion
+    matrices, after a first batch: floating-point addition is commutative, so the
+    result is the same bits as uninterrupted accumulation); False, changing
+    nothing, when they do not match in number or shape."""
+    variables = list(model.metrics_variables)
+    if not isinstance(values, list) or len(values) != len(variables):
+        return False
+    arrays = []
+    for variable, value in zip(variables, values):
+        try:
+            array = np.asarray(value, dtype=variable.dtype)
+        except (TypeError, ValueError):
+            return False
+        if tuple(array.shape) != tuple(variable.shape):
+            return False
+        arrays.append(array)
+    for variable, array in zip(variables, arrays):
+        variable.assign(variable + array if add else array)
+    return True
 
 
 def _callback_state(callback) -> dict:

@@ -45,8 +45,10 @@ from keras_deconvnet.training.checkpoints import (
     AtomicCheckpoint,
     EpochBackup,
     atomic_save_weights,
+    callback_states,
     load_first_readable,
     read_json_file,
+    restore_metric_variables,
 )
 from keras_deconvnet.training.compile import compile_for_training
 from keras_deconvnet.training.config import StageConfig, TrainingConfig, resolve_monitor
@@ -109,14 +111,16 @@ class Stage:
 
 
 def positioned_dataset(dataset: tf.data.Dataset, epochs_done: int,
-                       steps_per_epoch: int | None) -> tf.data.Dataset:
-    """`dataset` advanced to where an uninterrupted `fit` starts epoch `epochs_done`.
+                       steps_per_epoch: int | None, batches_done: int = 0) -> tf.data.Dataset:
+    """`dataset` advanced to where an uninterrupted `fit` reads batch `batches_done`
+    of epoch `epochs_done` (0-based).
 
     With `steps_per_epoch`, `fit` reads one iterator across epochs: the first
-    `epochs_done * steps_per_epoch` batches are skipped. Without, `fit` starts a new
-    iterator (new shuffle and augmentation draws) every epoch: `epochs_done` passes
-    are read and discarded. Either way the data pipeline runs for those batches
-    (the model does not), which is what makes the continuation the same sequence.
+    `epochs_done * steps_per_epoch + batches_done` batches are skipped. Without,
+    `fit` starts a new iterator (new shuffle and augmentation draws) every epoch:
+    `epochs_done` passes are read and discarded, then `batches_done` batches of the
+    next. Either way the data pipeline runs for those batches (the model does not),
+    which is what makes the continuation the same sequence.
 
     Example:
 
@@ -124,14 +128,13 @@ def positioned_dataset(dataset: tf.data.Dataset, epochs_done: int,
     >>> int(next(iter(positioned_dataset(data, 2, 3))))
     6
     """
-    if not epochs_done:
-        return dataset
     if steps_per_epoch:
-        return dataset.skip(epochs_done * steps_per_epoch)
+        skipped = epochs_done * steps_per_epoch + batches_done
+        return dataset.skip(skipped) if skipped else dataset
     for _ in range(epochs_done):
         for _ in dataset:
             pass
-    return dataset
+    return dataset.skip(batches_done) if batches_done else dataset
 
 
 @dataclasses.dataclass
@@ -215,14 +218,29 @@ class _StageRunner:
                              enabled=run.chief, restore_on_train_begin=False,
                              state_callbacks=plateau)
         epoch = backup.restore(run.model)
-        self.announce(epoch, backup)
+        record = backup.restored_record or {}
+        batch = record.get("batch", 0) if epoch < stage.config.epochs else 0
+        batch = batch if isinstance(batch, int) and batch > 0 else 0
+        self.announce(epoch, backup, batch)
         history = HistoryLogger(os.path.join(stage.directory, "history.csv"),
                                 enabled=run.chief)
-        dataset = positioned_dataset(stage.make_dataset(), epoch, stage.config.steps_per_epoch)
         # The backup comes last: written once the epoch's history row and
         # checkpoints are, so that a resume never skips a row.
-        self.fit(dataset, [*self.callbacks(), *plateau, *self.progress(), history, backup],
-                 epoch)
+        callbacks = [*self.callbacks(), *plateau, *self.progress(), history, backup]
+        steps = stage.config.steps_per_epoch
+        if batch:
+            # A mid-epoch backup: first the rest of that epoch, its running
+            # metrics as they were, then the other epochs on a new dataset.
+            dataset = positioned_dataset(stage.make_dataset(), epoch, steps, batch)
+            backup.batch_offset = batch
+            metrics = _MetricState(record.get("metrics"))
+            self.fit(dataset, [metrics, *callbacks], epoch, epochs=epoch + 1,
+                     steps=steps - batch if steps else None)
+            backup.batch_offset = 0
+            backup.restored_record = {"callbacks": callback_states(plateau)}
+            epoch += 1
+        if epoch < stage.config.epochs or not batch:
+            self.fit(positioned_dataset(stage.make_dataset(), epoch, steps), callbacks, epoch)
         if run.model.stop_training and _last_loss_is_nan(run.model):
             raise RuntimeError(
                 f"{stage.name} stopped on a NaN loss; the stage is not marked complete. "
@@ -236,7 +254,7 @@ class _StageRunner:
             shutil.rmtree(self.backup_dir, ignore_errors=True)
         return history.history()
 
-    def announce(self, epoch: int, backup: EpochBackup) -> None:
+    def announce(self, epoch: int, backup: EpochBackup, batch: int = 0) -> None:
         """The stage's header, and where a resumed stage continues."""
         stage, config = self.stage, self.stage.config
         steps = f"{config.steps_per_epoch} batches" if config.steps_per_epoch else "one pass"
@@ -250,9 +268,12 @@ class _StageRunner:
             where = "every epoch was done before the interruption: finishing the stage"
         else:
             where = f"continuing at epoch {epoch + 1} of {config.epochs}"
-        replay = (f"; the data pipeline replays the {epoch * config.steps_per_epoch} "
-                  "batches already used, so that training continues on the same sequence"
-                  if epoch and config.steps_per_epoch and epoch < config.epochs else "")
+            if batch:
+                where += f", batch {batch + 1}"
+        used = epoch * (config.steps_per_epoch or 0) + batch
+        replay = (f"; the data pipeline replays the {used} batches already used, so "
+                  "that training continues on the same sequence"
+                  if used and config.steps_per_epoch and epoch < config.epochs else "")
         announce(f"{stage.name}: resumed from {backup.restored_path} ({epoch} epochs done), "
                  f"{where}{replay}", self.talks)
 
@@ -275,12 +296,13 @@ class _StageRunner:
             compile_for_training(run.model, run.config, stage.config, class_weights)
         run.compile_key = key
 
-    def fit(self, dataset, callbacks: list, initial_epoch: int = 0) -> None:
+    def fit(self, dataset, callbacks: list, initial_epoch: int = 0,
+            epochs: int | None = None, steps: int | None = -1) -> None:
         run, stage = self.run, self.stage
         verbose = fit_verbosity(run.config.verbose)[0] if run.chief else 0
         kwargs = dict(
-            epochs=stage.config.epochs,
-            steps_per_epoch=stage.config.steps_per_epoch,
+            epochs=stage.config.epochs if epochs is None else epochs,
+            steps_per_epoch=stage.config.steps_per_epoch if steps == -1 else steps,
             validation_data=run.validation,
             validation_steps=stage.config.validation_steps if run.validation else None,
             callbacks=callbacks,
@@ -340,6 +362,29 @@ class _StageRunner:
                 callbacks.append(keras.callbacks.TensorBoard(
                     os.path.join(run.output_dir, "logs", stage.name), profile_batch=0))
         return callbacks
+
+
+class _MetricState(keras.callbacks.Callback):
+    """Puts a mid-epoch backup's metric variables back, so that the resumed epoch's
+    logs count every batch of it: when the epoch begins (after `fit` reset them)
+    if the metrics are built, else added after its first batch (Keras builds them
+    in the first training step; they are sums)."""
+
+    def __init__(self, values):
+        super().__init__()
+        self.values = values
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.values is not None and restore_metric_variables(self.model, self.values):
+            self.values = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.values is not None and not restore_metric_variables(
+            self.model, self.values, add=True
+        ):
+            warnings.warn("the backup's metric values do not fit the model: the resumed "
+                          "epoch's logs count only its remaining batches", stacklevel=2)
+        self.values = None
 
 
 def _load_stage_weights(model, stage: Stage, which: str = "final") -> str:

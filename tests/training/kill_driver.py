@@ -1,6 +1,7 @@
 """Runs a training that SIGKILLs itself at a chosen point, for `exact_resume_test`.
 
-    python kill_driver.py small OUT          # train_two_stage, a tiny DeconvNet
+    python kill_driver.py small OUT [FREQ]   # train_two_stage, a tiny DeconvNet
+                                             # (FREQ: backups every FREQ batches)
     python kill_driver.py cli ARGS...        # `deconvnet ARGS...`
 
 `KILL_AT` (environment) picks the point; without it the run goes to the end:
@@ -117,7 +118,7 @@ def small_datasets():
     return (lambda: make(1)), (lambda: make(2))
 
 
-def run_small(out: str) -> int:
+def run_small(out: str, backup_save_freq="epoch") -> int:
     import tensorflow as tf
     from training.two_stage_test import tiny_model
 
@@ -133,6 +134,7 @@ def run_small(out: str) -> int:
         stage2=StageConfig(epochs=3, steps_per_epoch=4, lr_step_size=2, learning_rate=0.1),
         batch_size=2, gradient_accumulation_steps=2, batchnorm_batches=3,
         batchnorm_batch_size=3, jit_compile=False, tensorboard=False, verbose=2,
+        backup_save_freq=backup_save_freq,
     )
     train_two_stage(tiny_model, stage1, stage2, validation, out, config)
     return 0
@@ -143,7 +145,7 @@ def main(argv) -> int:
         _install_kill(os.environ["KILL_AT"])
     program, args = argv[0], argv[1:]
     if program == "small":
-        return run_small(args[0])
+        return run_small(args[0], *(int(a) for a in args[1:2]))
     if program == "cli":
         from keras_deconvnet.cli import main as cli
 
