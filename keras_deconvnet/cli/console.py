@@ -8,27 +8,29 @@ warnings as one line, native libraries' chatter held back.
   bar drawn again in place is written as a plain line at most every few seconds.
 - Python warnings print as `deconvnet: warning: MESSAGE (Category)`, without the
   source line that raised them.
-- File descriptor 2 is captured while the command runs (Python's own `sys.stderr`
-  keeps writing to the terminal, live): the TFLite converter's
+- File descriptor 2 is filtered while the command runs (Python's own `sys.stderr`
+  keeps writing to the terminal directly): the TFLite converter's
   `fully_quantize: 0, inference_type: 6, ...`, `Created TensorFlow Lite XNNPACK
-  delegate` and TensorFlow's INFO/WARNING lines are dropped, every other captured
-  line is written back when the command ends (all of them if it failed).
+  delegate` and TensorFlow's INFO/WARNING lines are dropped, every other line
+  passes as it comes, and the dropped ones are written after all if the command
+  fails.
 
 `--verbose` (or `TF_CPP_MIN_LOG_LEVEL=0`) turns all three off.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import os
 import re
 import sys
-import tempfile
+import threading
 import time
 import warnings
 
-# Native lines hidden from the command line; everything else captured is written back.
+# Native lines hidden from the command line; every other line passes through.
 NATIVE_NOISE = re.compile(
     r"^(fully_quantize: \d+, inference_type: \d+"
     r"|(INFO: )?Created TensorFlow Lite (XNNPACK )?delegate"
@@ -146,13 +148,41 @@ def one_line_warnings():
         warnings.formatwarning = saved
 
 
+class _NativeLineFilter(threading.Thread):
+    """Reads fd 2's pipe: writes every line that is not `noise` to `out_fd` at once,
+    and keeps the last `keep` dropped lines for a failure report."""
+
+    def __init__(self, read_fd: int, out_fd: int, noise: re.Pattern, keep: int = 200):
+        super().__init__(name="deconvnet-native-stderr", daemon=True)
+        self.read_fd, self.out_fd, self.noise = read_fd, out_fd, noise
+        self.dropped = collections.deque(maxlen=keep)
+
+    def run(self) -> None:
+        with os.fdopen(self.read_fd, "rb", buffering=0) as pipe:
+            pending = b""
+            while chunk := pipe.read(65536):
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    self._line(line + b"\n")
+            if pending:
+                self._line(pending)
+
+    def _line(self, line: bytes) -> None:
+        if self.noise.match(line.decode("utf-8", "replace")):
+            self.dropped.append(line)
+        else:
+            os.write(self.out_fd, line)
+
+
 @contextlib.contextmanager
 def native_output_filtered(noise: re.Pattern = NATIVE_NOISE):
-    """Captures fd 2 during the block; writes back the lines that are not `noise`.
+    """Filters fd 2 during the block: lines matching `noise` are dropped, the others
+    reach the original stderr as they come (a long `serve` or `train` shows native
+    errors live). If the block raises, the dropped lines (the last 200) are written
+    after all, so nothing that explains a failure is lost.
 
     Python's `sys.stderr`, when it writes to fd 2, is pointed at a copy of the
-    original descriptor for the duration, so Python's messages stay live and in order.
-    Every captured line is written back if the block raises.
+    original descriptor for the duration, so Python's messages stay in order.
     """
     try:
         sys.stderr.flush()
@@ -166,32 +196,32 @@ def native_output_filtered(noise: re.Pattern = NATIVE_NOISE):
         uses_fd2 = python_stderr.fileno() == 2
     except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
         uses_fd2 = False
+    read_fd, write_fd = os.pipe()
+    reader = _NativeLineFilter(read_fd, saved, noise)
+    reader.start()
+    os.dup2(write_fd, 2)
+    os.close(write_fd)
+    if uses_fd2:
+        live = os.fdopen(os.dup(saved), "w", buffering=1,
+                         encoding=python_stderr.encoding, errors="backslashreplace")
+        sys.stderr = live
     failed = False
-    with tempfile.TemporaryFile(mode="w+b") as captured:
-        os.dup2(captured.fileno(), 2)
-        if uses_fd2:
-            live = os.fdopen(os.dup(saved), "w", buffering=1,
-                             encoding=python_stderr.encoding, errors="backslashreplace")
-            sys.stderr = live
-        try:
-            yield
-        except BaseException:
-            failed = True
-            raise
-        finally:
-            if live is not None:
-                live.flush()
-                if sys.stderr is live:
-                    sys.stderr = python_stderr
-                live.close()
-            os.dup2(saved, 2)
-            os.close(saved)
-            captured.seek(0)
-            lines = captured.read().decode("utf-8", "replace").splitlines(keepends=True)
-            kept = lines if failed else [line for line in lines if not noise.match(line)]
-            if kept:
-                sys.stderr.write("".join(kept))
-                sys.stderr.flush()
+    try:
+        yield
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        if live is not None:
+            live.flush()
+            if sys.stderr is live:
+                sys.stderr = python_stderr
+            live.close()
+        os.dup2(saved, 2)  # closes this process's write end: the reader sees EOF
+        reader.join(timeout=5)  # (a child process may still hold the pipe)
+        if failed and reader.dropped:
+            os.write(saved, b"".join(reader.dropped))
+        os.close(saved)
 
 
 @contextlib.contextmanager
