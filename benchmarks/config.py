@@ -8,7 +8,7 @@ import os
 # Run by default, in this order.
 SECTIONS = ("matmul", "forward", "layers", "training", "torch", "exported", "memory", "profile")
 # Run only when named (`--sections soak`): they start servers or train models.
-OPT_IN_SECTIONS = ("proposals", "serving", "soak", "seeds")
+OPT_IN_SECTIONS = ("proposals", "serving", "soak", "seeds", "backends")
 ALL_SECTIONS = SECTIONS + OPT_IN_SECTIONS
 PAPER = "deconvnet_vgg16_voc"
 EDGE = "deconvnet_edge"
@@ -90,6 +90,23 @@ class SeedsConfig:
 
 
 @dataclasses.dataclass
+class BackendsConfig:
+    """The `backends` section: each installed Keras backend in its own child process.
+
+    Args:
+        presets: the configurations timed (the edge and the paper's by default).
+        batches: batch sizes (1: the paper's configuration stays light on 2 cores).
+        dtypes: dtype policies, e.g. `("float32", "mixed_bfloat16")`.
+        timeout_s: the most one backend's child may run.
+    """
+
+    presets: tuple = (EDGE, PAPER)
+    batches: tuple = (1,)
+    dtypes: tuple = ("float32",)
+    timeout_s: float = 1800.0
+
+
+@dataclasses.dataclass
 class SuiteConfig:
     """What the suite measures; `SuiteConfig.quick()` is the CI-sized version.
 
@@ -121,7 +138,7 @@ class SuiteConfig:
         matmul_size: the square float32 matmul that is the yardstick.
         threads: threads for PyTorch, LiteRT and ONNX Runtime (TensorFlow uses
             all cores by default); `None`: the machine's core count.
-        proposals, serving, seeds: the settings of the opt-in sections.
+        proposals, serving, seeds, backends: the settings of the opt-in sections.
         quick: marks a CI-sized run (reduced settings; speed verdicts are indicative).
     """
 
@@ -151,6 +168,7 @@ class SuiteConfig:
     proposals: ProposalsConfig = dataclasses.field(default_factory=ProposalsConfig)
     serving: ServingConfig = dataclasses.field(default_factory=ServingConfig)
     seeds: SeedsConfig = dataclasses.field(default_factory=SeedsConfig)
+    backends: BackendsConfig = dataclasses.field(default_factory=BackendsConfig)
     quick: bool = False
 
     @classmethod
@@ -164,7 +182,8 @@ class SuiteConfig:
             seconds_per_figure=0.3, max_repeats=10,
             proposals=ProposalsConfig("deconvnet_edge_small", (1, 10), (1, 10)),
             serving=ServingConfig(requests=16, soak_requests=240),
-            seeds=SeedsConfig(seeds=(0,)), quick=True,
+            seeds=SeedsConfig(seeds=(0,)),
+            backends=BackendsConfig(presets=("deconvnet_edge_small",)), quick=True,
         )
 
     def thread_count(self) -> int:

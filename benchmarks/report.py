@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from keras_deconvnet.benchmarks.backends import format_backends
 from keras_deconvnet.benchmarks.config import EDGE, PAPER, TARGETS
 from keras_deconvnet.benchmarks.seeds import format_seeds
 
@@ -289,7 +290,7 @@ SECTION_FORMATTERS = {
     "matmul": _matmul, "forward": _forward, "layers": _layers, "training": _training,
     "pipeline": _pipeline, "torch": _torch, "exported": _exported, "memory": _memory,
     "profile": _profile, "proposals": _proposals, "serving": _serving, "soak": _soak,
-    "seeds": _seeds, "verdicts": _verdicts,
+    "seeds": _seeds, "backends": format_backends, "verdicts": _verdicts,
 }
 
 

@@ -6,6 +6,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 
+from keras_deconvnet.benchmarks.backends import bench_backends
 from keras_deconvnet.benchmarks.config import ALL_SECTIONS, SuiteConfig
 from keras_deconvnet.benchmarks.exported import bench_exported
 from keras_deconvnet.benchmarks.forward import bench_forward
@@ -66,6 +67,7 @@ def run_suite(config: SuiteConfig, log: Callable[[str], None] = print) -> dict:
     section("serving", lambda: bench_serving(config, log))
     section("soak", lambda: bench_soak(config, log))
     section("seeds", lambda: bench_seeds(config, log))
+    section("backends", lambda: bench_backends(config, log))
     results["verdicts"] = compute_verdicts(results)
     results["total_seconds"] = time.perf_counter() - started
     return results

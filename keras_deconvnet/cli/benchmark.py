@@ -8,7 +8,9 @@ EPILOG = """\
 Sections: matmul, forward, layers, training (+ tf.data pipelines), torch, exported,
 memory, profile by default; proposals (instance-wise inference), serving (the local
 server's throughput), soak (mixed good and bad requests; exit status 1 on any wrong
-answer) and seeds (the quickstart's mean IoU over --seeds) when named.
+answer), seeds (the quickstart's mean IoU over --seeds) and backends (the edge and
+paper configurations' forward pass and training step on every installed Keras
+backend: TensorFlow, JAX, PyTorch, one child process each) when named.
 Each figure is a median over --repeats runs after --warmup runs.
 The report ends with four verdicts (paper forward vs matmul rate, pool+unpool vs
 argmax+scatter, Keras vs PyTorch, TFLite int8 vs Keras). --quick is CI-sized (edge
@@ -21,6 +23,7 @@ Examples:
   deconvnet benchmark --sections serving soak --concurrency 1 4 16
   deconvnet benchmark --sections soak --model-base exported/serving --model-name deconvnet
   deconvnet benchmark --sections seeds --seeds 0 1 2 --json runs/seeds.json
+  deconvnet benchmark --sections matmul backends --repeats 2
 """
 
 
