@@ -40,16 +40,21 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                         help="synthetic image size")
     parser.add_argument("--crop-size", type=int, default=defaults.crop_size,
                         help="training crop size")
-    for name in ("train_examples", "val_examples", "stage1_epochs", "stage2_epochs",
-                 "steps_per_epoch"):
+    for name, text in (("train_examples", "synthetic training images"),
+                       ("val_examples", "synthetic validation images"),
+                       ("stage1_epochs", "epochs of stage 1 (object-centred crops)"),
+                       ("stage2_epochs", "epochs of stage 2 (proposal crops)"),
+                       ("steps_per_epoch", "steps per epoch")):
         parser.add_argument("--" + name.replace("_", "-"), type=int,
-                            default=getattr(defaults, name))
-    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
+                            default=getattr(defaults, name), help=text)
+    parser.add_argument("--learning-rate", type=float, default=defaults.learning_rate,
+                        help="base learning rate")
     parser.add_argument("--top-n", type=int, default=defaults.top_n,
                         help="proposal windows run per image (the paper's 50)")
     parser.add_argument("--formats", default=",".join(EXPORT_FORMATS),
                         help="comma-separated export formats (as `deconvnet export`)")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--seed", type=int, default=defaults.seed,
+                        help="seed of the data, the weights and the training")
     parser.set_defaults(func=run)
     return parser
 
