@@ -94,8 +94,10 @@ class FullyConnectedConv2DTranspose(keras.layers.Conv2DTranspose):
     """A `Conv2DTranspose` computed as one matmul when its input is 1x1 (deconv-fc6).
 
     With a 1x1 input, `"valid"` padding and stride 1, the output `(k, k, filters)` is
-    `x @ kernel^T` reshaped; the kernel is read transposed, not copied. Same
-    arguments, weights and results as `keras.layers.Conv2DTranspose`.
+    `x @ kernel^T` reshaped; the kernel is read transposed, not copied. A larger input
+    (with stride 1 and `"valid"` padding) is the equivalent convolution of the padded
+    input with the flipped kernel, which TFLite's GPU delegates run. Same arguments,
+    weights and results as `keras.layers.Conv2DTranspose`.
 
     Example:
 
@@ -113,8 +115,18 @@ class FullyConnectedConv2DTranspose(keras.layers.Conv2DTranspose):
             and self.output_padding is None
         )
 
+    def _as_convolution(self, inputs) -> bool:
+        return (
+            _is_plain(self)
+            and self.padding == "valid"
+            and self.output_padding is None
+            and None not in tuple(inputs.shape[1:3])
+        )
+
     def call(self, inputs):
         if not self._as_matmul(inputs):
+            if self._as_convolution(inputs):
+                return self._convolution(inputs)
             return super().call(inputs)
         channels = inputs.shape[-1]
         height, width = self.kernel_size
@@ -123,6 +135,24 @@ class FullyConnectedConv2DTranspose(keras.layers.Conv2DTranspose):
         kernel = ops.reshape(self.kernel, (height * width * self.filters, channels))
         outputs = _matmul_transposed(flat, kernel)
         outputs = ops.reshape(outputs, (-1, height, width, self.filters))
+        if self.use_bias:
+            outputs = outputs + self.bias
+        return self.activation(outputs) if self.activation is not None else outputs
+
+    def _convolution(self, inputs):
+        """A stride-1 "valid" transposed convolution as the plain convolution it is: pad
+        by `kernel - 1` and convolve with the spatially flipped kernel. TFLite then
+        gets PAD + CONV_2D instead of TRANSPOSE_CONV, whose version 4 (a fused
+        activation, what BatchNorm + ReLU after it become) the web GPU delegate
+        refuses ("Max version supported: 3")."""
+        height, width = self.kernel_size
+        padded = ops.pad(
+            inputs, [[0, 0], [height - 1, height - 1], [width - 1, width - 1], [0, 0]]
+        )
+        # (kh, kw, filters, in) -> flipped (kh, kw, in, filters): folded to a constant
+        # in an exported graph.
+        kernel = ops.transpose(ops.flip(ops.flip(self.kernel, 0), 1), (0, 1, 3, 2))
+        outputs = ops.conv(padded, kernel, strides=1, padding="valid")
         if self.use_bias:
             outputs = outputs + self.bias
         return self.activation(outputs) if self.activation is not None else outputs

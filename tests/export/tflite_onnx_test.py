@@ -98,7 +98,7 @@ def test_int8_file_is_fully_integer_with_uint8_pixels_in(exported):
     # The float files use the "arithmetic" switches the GPU delegate runs (no EQUAL).
     assert not {"EQUAL", "SELECT_V2"} & tflite_ops(exported.paths["tflite_float32"])
     table = format_op_table({"float32": exported.paths["tflite_float32"], "int8": path})
-    assert "| SELECT_V2 | 40 (40 float) |  | yes |" in table
+    assert "| SUB | 30 (30 float) | 30 | yes |" in table
     assert table.splitlines()[-1].startswith("| integer-only ops | 0/")
     assert "(100%)" in table.splitlines()[-1]
 

@@ -132,3 +132,55 @@ def test_tflite_arithmetic_equals_the_reference(shape, pool_size, padding, float
             _assert_reference(x, *invoke(x), pool_size, padding)
         except AssertionError as error:
             raise AssertionError(f"{name} input: {error}") from None
+
+
+_BACKEND_SCRIPT = """
+import sys
+import numpy as np
+import keras
+from keras_deconvnet.layers import MaxPoolWithArgmax, Unpool, switch_formulation
+inputs = np.load(sys.argv[1])
+results = {}
+for name in inputs.files:
+    for formulation in ("exact", "arithmetic"):
+        for pool_size, padding in ((2, "same"), (3, "valid")):
+            with switch_formulation(formulation):
+                pooled, switches = MaxPoolWithArgmax(pool_size, padding)(inputs[name])
+                unpooled = Unpool(pool_size)(pooled * 0.5 - 1.0, switches)
+            key = f"{name}-{formulation}-{pool_size}-{padding}"
+            for i, t in enumerate((pooled, switches, unpooled)):
+                results[f"{key}-{i}"] = keras.ops.convert_to_numpy(t)
+np.savez(sys.argv[2], backend=keras.backend.backend(), **results)
+"""
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_every_backend_gives_the_same_switches(backend, tmp_path):
+    """The layers in keras.ops: JAX and PyTorch equal TensorFlow bit for bit."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed")
+    inputs = {name: x.astype("float32")
+              for name, x in _hard_inputs((2, 7, 9, 3)).items() if name != "zeros"}
+    np.savez(tmp_path / "inputs.npz", **inputs)
+    script = tmp_path / "run.py"
+    script.write_text(_BACKEND_SCRIPT)
+    env = dict(os.environ, KERAS_BACKEND=backend, CUDA_VISIBLE_DEVICES="")
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "inputs.npz"), str(tmp_path / "out.npz")],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    theirs = np.load(tmp_path / "out.npz")
+    assert str(theirs["backend"]) == backend
+    for name, x in inputs.items():
+        for formulation in ("exact", "arithmetic"):
+            for pool_size, padding in ((2, "same"), (3, "valid")):
+                ours = _round_trip(x, pool_size, padding, formulation)
+                key = f"{name}-{formulation}-{pool_size}-{padding}"
+                for i, tensor in enumerate(ours):
+                    np.testing.assert_array_equal(theirs[f"{key}-{i}"], tensor, err_msg=key)

@@ -41,7 +41,23 @@ def test_transpose_matmul_path_equals_the_transposed_convolution():
     assert fc._as_matmul(tf.constant(x))
     np.testing.assert_allclose(fc(x), deconv(x), rtol=1e-5, atol=1e-5)
     wide = np.random.default_rng(1).normal(size=(1, 3, 3, 16)).astype("float32")
+    # A wider input is the padded convolution with the flipped kernel (no TRANSPOSE_CONV).
+    assert not fc._as_matmul(tf.constant(wide)) and fc._as_convolution(tf.constant(wide))
     np.testing.assert_allclose(fc(wide), deconv(wide), rtol=1e-5, atol=1e-5)
+
+
+def test_transpose_convolution_path_converts_without_transpose_conv():
+    from keras_deconvnet.export import tflite_ops
+
+    x = np.random.default_rng(0).normal(size=(1, 2, 2, 8)).astype("float32")
+    fc = FullyConnectedConv2DTranspose(4, 3, padding="valid", activation="relu")
+    fc(x)
+    function = tf.function(fc, input_signature=[tf.TensorSpec((1, 2, 2, 8), tf.float32)])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions(
+        [function.get_concrete_function()], fc
+    )
+    ops = tflite_ops(converter.convert())
+    assert "TRANSPOSE_CONV" not in ops and "CONV_2D" in ops
 
 
 def test_gradients_equal_the_convolution():
