@@ -56,6 +56,8 @@ def test_the_tour_runs(tmp_path):
         name, args = command[1], command[2:]
         if name == "serve":
             args = ["--check", args[args.index("--model-base") + 1]]
+        if name == "serve-web":  # also serves until stopped
+            args = [*args, "--check"]
         args = args + TINY.get(name, [])
         result = subprocess.run(
             [sys.executable, "-m", "keras_deconvnet.cli", name, *args],

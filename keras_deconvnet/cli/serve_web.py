@@ -46,6 +46,10 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="a node_modules with @mediapipe/tasks-vision (default: ./node_modules, else the CDN)",
     )
     parser.add_argument(
+        "--check", action="store_true",
+        help="check that the directory can be served (its .tflite files, MediaPipe web) and exit",
+    )
+    parser.add_argument(
         "--op-table", action="store_true",
         help="instead of serving: run each file on MediaPipe web's GPU delegate in headless "
         "Chromium and print the delegate's own op table (needs chromium and `npm ci`)",
@@ -65,9 +69,15 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(f"--op-table {reason}")
         print(web_demo.delegate_op_table(args.export_dir, args.node_modules))
         return 0
-    server = web_demo.make_server(args.export_dir, args.host, args.port, args.node_modules)
+    port = 0 if args.check else args.port
+    server = web_demo.make_server(args.export_dir, args.host, port, args.node_modules)
     host, port = server.server_address[:2]
     source = "local" if server.mediapipe_dir else f"CDN ({web_demo.MEDIAPIPE_CDN})"
+    if args.check:
+        server.server_close()
+        models = sorted(path.name for path in args.export_dir.glob("*.tflite"))
+        print(f"OK: {', '.join(models)} can be served (MediaPipe web: {source}).")
+        return 0
     print(f"Serving {args.export_dir} on http://{host}:{port}/ (MediaPipe web: {source}). "
           "Ctrl-C stops.", flush=True)
     try:

@@ -118,7 +118,7 @@ def test_int8_with_float_io_runs_on_the_gpu(browser):
     # quantization moves a score across a tie (README: measured agreement).
     agreement = np.mean(np.array(gpu["mask"]) == np.array(cpu["mask"]))
     print(f"\nint8 float I/O: GPU vs CPU masks {agreement:.4f}")
-    assert agreement >= 0.9, agreement
+    assert agreement >= 0.88, agreement  # measured 0.916
 
 
 def test_the_exact_switches_fall_back_to_the_cpu(browser):
