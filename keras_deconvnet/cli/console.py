@@ -38,6 +38,8 @@ NATIVE_NOISE = re.compile(
     r"|WARNING: All log messages before absl::InitializeLog\(\) is called)"
 )
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# Keras's bar: done in green, to do in white; without colours it says nothing.
+_KERAS_BAR = re.compile(r" ?(\x1b\[3[27]m━*\x1b\[0m)+")
 _CONTROL = re.compile(r"([\r\n\b])")
 
 
@@ -80,7 +82,7 @@ class PlainProgressStream(io.TextIOBase):
         return True
 
     def write(self, text: str) -> int:
-        for piece in _CONTROL.split(_ANSI.sub("", text)):
+        for piece in _CONTROL.split(_ANSI.sub("", _KERAS_BAR.sub("", text))):
             if piece == "\n":
                 self.stream.write(self._line.rstrip() + "\n")
                 self._line, self._last_redraw = "", None
