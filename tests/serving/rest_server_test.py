@@ -253,7 +253,7 @@ def test_deeply_nested_json_is_refused_not_500(server, util, leaf):
     # Was: 900-deep nesting around a predict_image_bytes string answered 500
     # (RecursionError).
     signature = "predict_image_bytes" if leaf != "1" else "serving_default"
-    body = ('{"signature_name": "%s", "instances": ' % signature
+    body = (f'{{"signature_name": "{signature}", "instances": '
             + "[" * 900 + leaf + "]" * 900 + "}").encode()
     status, answer = util.http("POST", f"{server.url}/v1/models/{util.MODEL}:predict", body)
     assert status == 400, answer
