@@ -57,3 +57,32 @@ def test_the_recipe_export_and_mediapipe_examples_run(workdir, capsys):
     exec(python_blocks("Phones and edge GPUs")[0], mediapipe)
     assert mediapipe["labels"].shape[:2] == namespace["image"].shape[:2]
     assert np.isin(mediapipe["labels"], np.arange(6)).all()
+
+
+def test_the_preset_file_list_is_what_a_save_writes(tmp_path):
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    sentence = readme.split("A preset directory is what keras-hub writes:", 1)[1]
+    sentence = sentence.split(". ", 1)[0]
+    listed = set(re.findall(r"`([\w.]+\.(?:json|h5))`", sentence))
+    tiny_deconvnet(3).save_to_preset(tmp_path / "preset")
+    assert listed == {p.name for p in (tmp_path / "preset").iterdir()}
+
+
+def test_the_models_table_states_what_the_program_computes():
+    from keras_deconvnet.cli.presets import named_minimum_input_size
+    from keras_deconvnet.models import named_configs
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Models", 1)[1].split("```", 1)[0]
+    presets = named_configs()
+    rows = re.findall(r"^\| `(\w+)` \| ([\d,]*) \| (.*) \|$", table, re.M)
+    assert {name for name, _, _ in rows} >= {"deconvnet_vgg16_voc", "deconvnet_edge",
+                                              "deconvnet_edge_small", "fcn8s_vgg16_voc"}
+    for name, params, what in rows:
+        if params:
+            assert int(params.replace(",", "")) == presets[name]["metadata"]["params"], name
+        stated = re.search(r">= (\d+) px", what)
+        if stated:
+            assert int(stated.group(1)) == named_minimum_input_size(name), name
+            assert f"{stated.group(1)} pixels" in presets[name]["metadata"]["description"]
+    assert any(">= " in what for _, _, what in rows)
