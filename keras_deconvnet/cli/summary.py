@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+LINE_LENGTH = 100
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -23,9 +25,22 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def run(args) -> int:
+    import os
+
     from keras_deconvnet.models import load_segmenter
 
     overrides = {} if args.num_classes is None else {"num_classes": args.num_classes}
     model = load_segmenter(args.preset, **overrides)
-    model.summary(line_length=100)
+    # Keras draws the table with rich, which crops to 80 columns when stdout is not a
+    # terminal (a pipe, a log): the parameter column was cut off.
+    columns = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = str(max(LINE_LENGTH, int(columns) if (columns or "").isdigit()
+                                    else 0))
+    try:
+        model.summary(line_length=LINE_LENGTH)
+    finally:
+        if columns is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = columns
     return 0

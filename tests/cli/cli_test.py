@@ -113,3 +113,11 @@ def test_export_hides_converter_chatter_unless_verbose(tmp_path):
     assert "deconvnet: warning: No `representative_data`" in quiet.stderr  # one line
     loud = _deconvnet(*args, "--out", str(tmp_path / "loud"), "--verbose")
     assert loud.returncode == 0 and "fully_quantize" in loud.stderr
+
+
+def test_summary_keeps_the_parameter_column_in_a_log(capsys):
+    """rich crops to 80 columns off a terminal; the Param # column is the third."""
+    assert main(["summary", "deconvnet_edge_small", "--num-classes", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "Param #" in out and "655,280" in out  # the backbone's row
+    assert "Total params: 655,334" in out
