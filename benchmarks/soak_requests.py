@@ -41,6 +41,7 @@ import numpy as np
 
 from keras_deconvnet.benchmarks import hostile_images
 from keras_deconvnet.benchmarks.server_process import smooth_image
+from keras_deconvnet.serving.connections import DEFAULT_SEND_TIMEOUT
 
 SERVER_MAX_REQUEST_BYTES = 4 * 1024 * 1024  # the soak's server runs with this limit
 SERVER_MAX_CONNECTIONS = 32  # ... and this many connection slots (slot_pinning fills them)
@@ -90,6 +91,24 @@ def animated_gif(width: int, height: int, frames: int) -> bytes:
     buffer = io.BytesIO()
     images[0].save(buffer, "GIF", save_all=True, append_images=images[1:], duration=40)
     return buffer.getvalue()
+
+
+def _answer_cut_off(sock: socket.socket) -> bool:
+    """Whether the server closed `sock` before its whole answer was sent (reads what
+    is left: a connection still served delivers the rest and stays open)."""
+    sock.settimeout(10)
+    data = b""
+    try:
+        while chunk := sock.recv(1 << 20):
+            data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            for line in head.split(b"\r\n"):
+                if line.lower().startswith(b"content-length:") and len(body) >= int(
+                        line.split(b":")[1]):
+                    return False
+    except OSError:  # reset by the server, or nothing more within 10 s
+        pass
+    return True
 
 
 def b64(data: bytes) -> str:
@@ -391,7 +410,8 @@ class Soak:
     def slot_pinning(self, connections: int = SERVER_MAX_CONNECTIONS) -> tuple[bool, str]:
         """Fills every connection slot with clients that send a predict and never read
         its answer (a 1-row float predict: a ~10 MB answer), then times a status
-        request: answered within `PINNED_STATUS_SECONDS`."""
+        request: answered within `PINNED_STATUS_SECONDS`. The detail also says how
+        many of the answers the server cut off (`--send-timeout`)."""
         import select
         import time
 
@@ -423,9 +443,12 @@ class Soak:
             except (urllib.error.URLError, OSError) as e:
                 return False, f"status request failed while pinned: {e}"
             seconds = time.monotonic() - start
+            time.sleep(DEFAULT_SEND_TIMEOUT + 3)  # the server's default --send-timeout
+            cut = sum(_answer_cut_off(sock) for sock in pinned)
+            # (A small model's answers fit in the sockets' buffers: none is cut off.)
             return (status == 200 and seconds < PINNED_STATUS_SECONDS,
                     f"status {status} in {seconds:.2f} s with {connections} non-reading "
-                    "clients")
+                    f"clients; {cut} of their answers cut off by --send-timeout")
         finally:
             for sock in pinned:
                 sock.close()
