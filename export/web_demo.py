@@ -221,10 +221,16 @@ def delegate_verdict(run: Mapping) -> dict:
     """
     console = [line.strip() for line in run.get("console", [])]
     refused = {}
+    listing = False  # the lines between the delegate's header and its summary
     for line in console:
+        if "operations are not supported by GPU delegate" in line:
+            listing = True
+            continue
         match = re.match(r"^([A-Z][A-Z0-9_]+): (.+)$", line)
-        if match:
+        if listing and match:
             refused[match.group(1)] = match.group(2)
+        else:
+            listing = False
     summary = next((line for line in console if "operations will run on the GPU" in line), None)
     # MediaPipe's error names the calculator and, after its last "failed: ", the cause
     # ("No support of select_v2": an op the WebGL backend has no kernel for).

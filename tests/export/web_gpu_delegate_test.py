@@ -134,18 +134,3 @@ def test_the_exact_switches_fall_back_to_the_cpu(browser):
 def test_nothing_leaves_127_0_0_1(browser):
     result, _, _ = browser
     assert all("127.0.0.1" not in url for url in result["blocked"])
-
-
-def test_the_server_lists_the_tflite_files(tmp_path):
-    with pytest.raises(FileNotFoundError, match="deconvnet export"):
-        web_demo.make_server(tmp_path)
-    (tmp_path / "model_float16.tflite").write_bytes(b"x")
-    import json
-    import urllib.request
-
-    with web_demo.serving(tmp_path) as url:
-        config = json.load(urllib.request.urlopen(url + "/config.json"))
-        assert urllib.request.urlopen(url + "/models/model_float16.tflite").read() == b"x"
-        with pytest.raises(urllib.error.HTTPError):
-            urllib.request.urlopen(url + "/models/../../etc/passwd")
-    assert config["models"] == {"model_float16.tflite": "/models/model_float16.tflite"}
