@@ -4,7 +4,8 @@ outputs that TensorFlow gives here; then the preset trained under the other back
 is loaded and exported under TensorFlow.
 
 A backend that is not installed is skipped with a one-line reason (`jax[cpu]` comes
-with the `test` extra; the CPU build of PyTorch: see the README's "Backends").
+with the `test` extra; the CPU build of PyTorch: see the README's "Backends"). The JAX
+run is in the default suite; the PyTorch run is marked slow.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def reference(tmp_path_factory) -> Path:
     return directory
 
 
-@pytest.mark.parametrize("backend", ["jax", "torch"])
+# PyTorch's eager CPU backend is slow (minutes for this run on 2 cores): `pytest -m slow`.
+@pytest.mark.parametrize("backend", ["jax", pytest.param("torch", marks=pytest.mark.slow)])
 def test_backend_agnostic_files_pass_under(backend, reference, tmp_path):
     if importlib.util.find_spec(backend) is None:
         pytest.skip(f"{backend} is not installed (see the README's Backends section)")
