@@ -28,6 +28,8 @@ import stat
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from keras_deconvnet.serving.servables import is_version_name
+
 SERVE_TAG = "serve"
 PREDICT_METHOD = "tensorflow/serving/predict"
 
@@ -239,7 +241,7 @@ def _check_model(report, model_dir: Path, required, expected, load=False) -> Non
     for child in sorted(model_dir.iterdir()):
         if not child.is_dir():
             continue
-        if child.name.isdigit():
+        if is_version_name(child.name):
             versions.append(child)
         elif child.name.startswith(".") and "partial" in child.name:
             report._add("warning", child, "leftover partial export (ignored by TF Serving; "
@@ -444,13 +446,13 @@ def check_layout(
                     "name the version directory with an integer")
         return report
     children = [p for p in sorted(path.iterdir()) if p.is_dir() and not p.name.startswith(".")]
-    if name is None and any(p.name.isdigit() or _is_saved_model(p) for p in children):
+    if name is None and any(is_version_name(p.name) or _is_saved_model(p) for p in children):
         _check_model(report, path, required_signatures, expected, load)  # a model dir
         _check_permissions(report, path)
         return report
     models = [path / name] if name is not None else [
         p for p in children
-        if any(c.is_dir() and (c.name.isdigit() or _is_saved_model(c)) for c in p.iterdir())
+        if any(c.is_dir() and (is_version_name(c.name) or _is_saved_model(c)) for c in p.iterdir())
     ]
     if not models:
         report._add("error", path, "no model found: expected BASE/NAME/VERSION/"
