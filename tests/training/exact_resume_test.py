@@ -14,8 +14,10 @@ randomly augmented repeated data given as functions (as `train_recipe` gives the
 `cli` is `deconvnet train` on the synthetic shapes with the smallest named
 configuration, up to its preset and summary.
 
-Durations on 2 CPU cores (-n 0): the default case about 60 s; `-m slow` runs every
-kill point of both programs (about 15 min).
+Durations (-n 0, on the 2-core machine shared with other jobs): the default cases
+(one kill point, the comparison's own check) 84 s; `-m slow` runs every kill point
+of both programs, mid-epoch backups and two uninterrupted runs against each other
+(the small program's 10 points: 19 min; the CLI's take about 2.5 min each).
 """
 
 import os
@@ -169,6 +171,7 @@ def test_deconvnet_train_killed_anywhere_resumes_exactly(point, tmp_path, refere
         assert "complete (" in resumed.stdout and "skipped" in resumed.stdout
 
 
+@pytest.mark.slow
 def test_uninterrupted_runs_agree(tmp_path, references):
     # The premise: the same command twice, nothing killed, gives the same bits.
     assert _run("small", tmp_path / "again").returncode == 0
