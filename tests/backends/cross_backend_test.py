@@ -27,11 +27,6 @@ from keras_deconvnet.models import DeconvNetImageSegmenter, EDeconvNetImageSegme
 
 pytestmark = pytest.mark.tf_only
 ROOT = Path(__file__).resolve().parents[2]
-# Written in keras.ops only: what every backend must pass.
-BACKEND_AGNOSTIC_FILES = (
-    "tests/backends/model_family_test.py",
-    "tests/models/keras_hub_harness_test.py",
-)
 # The quickstart's configuration: deconvnet_edge_small at 128x128, 6 synthetic classes.
 QUICKSTART_SIZE = 128
 
@@ -64,9 +59,19 @@ def reference(tmp_path_factory) -> Path:
     return directory
 
 
-# PyTorch's eager CPU backend is slow (minutes for this run on 2 cores): `pytest -m slow`.
-@pytest.mark.parametrize("backend", ["jax", pytest.param("torch", marks=pytest.mark.slow)])
-def test_backend_agnostic_files_pass_under(backend, reference, tmp_path):
+FAMILY = "tests/backends/model_family_test.py"
+HARNESS = "tests/models/keras_hub_harness_test.py"
+
+
+# The model family under JAX is in the default suite (and CI); keras-hub's harness under
+# JAX (mixed precision, quantization: many compilations) and everything under PyTorch
+# (eager on a CPU) take several minutes each on 2 cores: `pytest -m slow`.
+@pytest.mark.parametrize("backend, files", [
+    pytest.param("jax", (FAMILY,), id="jax"),
+    pytest.param("jax", (HARNESS,), marks=pytest.mark.slow, id="jax-harness"),
+    pytest.param("torch", (FAMILY, HARNESS), marks=pytest.mark.slow, id="torch"),
+])
+def test_backend_agnostic_files_pass_under(backend, files, reference, tmp_path):
     if importlib.util.find_spec(backend) is None:
         pytest.skip(f"{backend} is not installed (see the README's Backends section)")
     output = tmp_path / "output"
@@ -76,13 +81,15 @@ def test_backend_agnostic_files_pass_under(backend, reference, tmp_path):
            "KERAS_DECONVNET_BACKEND_OUTPUT": str(output)}
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-n", "0", "-q", "-rs", "-W",
-         "ignore::UserWarning", *BACKEND_AGNOSTIC_FILES],
+         "ignore::UserWarning", *files],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800,
     )
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     assert " passed" in result.stdout and " failed" not in result.stdout
     # The comparisons with TensorFlow ran (not skipped) under that backend.
     assert "compares with TensorFlow" not in result.stdout
+    if FAMILY not in files:
+        return
 
     # A preset trained under that backend loads under TensorFlow with the same outputs,
     # and exports for TF Serving.
