@@ -152,9 +152,10 @@ class QuickstartConfig:
 
     def inference_config(self):
         """Proposal inference that suits the synthetic shapes: a softmax per window
-        over tight windows, every window run (over 3 seeds: +5 to +12 points of mean
+        over tight windows, every window run (over 3 seeds: +10 to +12 points of mean
         IoU over whole-image inference; the authors' raw-score maximum over 1.2x
-        windows, `deconvnet evaluate`'s default, gave -3 to +8 here)."""
+        windows, `deconvnet evaluate`'s default, gave -3 to +7 here: the README's
+        "What was measured")."""
         from keras_deconvnet.inference.config import InferenceConfig
 
         return InferenceConfig(top_n=self.top_n, score_mode="probabilities", context=1.0,
