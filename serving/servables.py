@@ -108,7 +108,7 @@ def is_version_name(name: str) -> bool:
 
     Example:
 
-    >>> [is_version_name(n) for n in ("12", "\u00b2", "1" * 5000, "12\n", "tmp-1")]
+    >>> [is_version_name(n) for n in ("12", "\\u00b2", "1" * 5000, "12\\n", "tmp-1")]
     [True, False, False, False, False]
     """
     return _VERSION_NAME.fullmatch(name) is not None

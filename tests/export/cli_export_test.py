@@ -87,7 +87,8 @@ def test_cli_preset_holds_only_float_formats(tmp_path, capsys):
         (["--thresholds", "tflite=5"], CommandError, "--thresholds must be"),
         (["--original-images", "missing.png"], CommandError, "--original-images"),
         (["--image-size", "64x"], CommandError, "--image-size must be"),
-        (["--image-size", "64"], ValueError, "`image_shape` must match"),
+        (["--image-size", "64"], ValueError, "network input is too small"),
+        (["--image-size", "256"], ValueError, "`image_shape` must match"),
     ],
 )
 def test_cli_errors(tmp_path, argv, error, match):
