@@ -2,7 +2,8 @@
 
 Each `deconvnet ...` line of the tour block is executed in order with extra arguments that
 shrink it (argparse keeps the last value of a repeated option); `serve`, which would run
-forever, becomes `serve --check` on the same directory.
+forever, becomes `serve --check` on the same directory. Slow (about 2 minutes on 2 idle
+cores, it trains, exports and converts): the default suite must stay under 15 minutes.
 """
 
 import json
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +48,7 @@ def tour_commands() -> list[list[str]]:
     return commands
 
 
+@pytest.mark.slow
 def test_the_tour_runs(tmp_path):
     commands = tour_commands()
     assert [c[1] for c in commands][:3] == ["quickstart", "train", "predict"]
