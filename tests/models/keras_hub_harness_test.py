@@ -5,11 +5,14 @@ with the preprocessor inside and split off) and `run_preset_test` (named
 configurations and a saved preset directory).
 
 Backend-agnostic: the default suite runs it on TensorFlow, and
-`tests/backends/backends_test.py` runs this file again under `KERAS_BACKEND=jax`
-(and `torch` where installed), as keras-hub runs its suite once per backend.
+`tests/backends/cross_backend_test.py` runs this file again under `KERAS_BACKEND=jax`
+(and `torch` where installed), as keras-hub runs its suite once per backend. The
+harness's `run_*` methods make the assertions (shapes, outputs, config round trips).
 """
 
 from __future__ import annotations
+
+import os
 
 import keras
 import numpy as np
@@ -78,6 +81,7 @@ class _HarnessTest(TestCase):
         _, task_cls, _, _, _ = FAMILIES[self.family]
         segmenter = task_cls(**_task_kwargs(self.family))
         preset = str(segmenter.save_to_preset(self.get_temp_dir() + "/preset"))
+        self.assertTrue(os.path.isfile(os.path.join(preset, "task.json")))
         converted = segmenter.preprocessor.image_converter(self.raw_images)
         expected = ops.convert_to_numpy(segmenter(converted, training=False))
         self.run_preset_test(cls=task_cls, preset=preset, input_data=converted,
